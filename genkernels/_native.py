@@ -1,0 +1,51 @@
+"""The one place that loads the compiled modules and calls into them.
+
+Kernels in ``genkernels._C`` (CPU) and ``genkernels._C_cuda`` share one calling convention
+(csrc/common/flat_args.h): ``kernel(dtype_code, ptrs, ints, floats, ctx...)``. This module turns
+tensors into that call; everything torch (checks, allocation, streams) stays on the Python side.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Optional, Sequence
+
+import torch
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+
+_modules: dict = {}
+_errors: dict = {}
+
+
+def load(name: str):
+    """Returns the native module `name` ("_C" or "_C_cuda") or None; the import error is kept."""
+    if name not in _modules:
+        try:
+            _modules[name] = importlib.import_module(f"genkernels.{name}")
+        except ImportError as e:  # not built (no compiler/nvcc at install time) or broken
+            _modules[name] = None
+            _errors[name] = f"{type(e).__name__}: {e}"
+    return _modules[name]
+
+
+def load_error(name: str) -> Optional[str]:
+    load(name)
+    return _errors.get(name)
+
+
+def _ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def call(kernel: str, dtype: torch.dtype, tensors: Sequence[Optional[torch.Tensor]],
+         ints: Sequence[int], floats: Sequence[float] = ()) -> None:
+    """Runs native `kernel` on the device of the first tensor (CPU: torch's thread count;
+    CUDA: torch's current stream on that device)."""
+    dev = tensors[0].device
+    ptrs = [_ptr(t) for t in tensors]
+    code = DTYPE_CODES[dtype]
+    if dev.type == "cpu":
+        getattr(load("_C"), kernel)(code, ptrs, list(ints), list(floats), torch.get_num_threads())
+    else:
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        getattr(load("_C_cuda"), kernel)(code, ptrs, list(ints), list(floats), dev.index, stream)

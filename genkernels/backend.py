@@ -1,0 +1,125 @@
+"""Which implementation runs: ``auto`` (default), ``reference``, ``cpu``, ``triton`` or ``cuda``.
+
+    genkernels.use_backend("triton")          # from now on
+    with genkernels.use_backend("reference"):  # or only inside the block
+        ...
+    GENKERNELS_BACKEND=cuda python train.py    # or from the environment
+
+``auto`` takes ``cpu`` for CPU tensors and, for CUDA tensors, the op's preferred GPU backend that is
+installed; when none is, it falls back to ``reference`` with one warning. A forced backend that
+cannot run the given tensors is an error, never a silent fallback.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import List
+
+import torch
+
+from . import _native
+
+BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
+
+# Process-wide, not thread-local: autograd runs CUDA backward passes on its own threads.
+_current = os.environ.get("GENKERNELS_BACKEND", "auto").strip().lower() or "auto"
+if _current not in BACKENDS:
+    raise ValueError(f"GENKERNELS_BACKEND={_current!r}: expected one of {BACKENDS}")
+_warned: set = set()
+
+
+def current_backend() -> str:
+    return _current
+
+
+class use_backend:
+    """Selects the backend now; used as a context manager, restores the previous one on exit."""
+
+    def __init__(self, name: str):
+        name = str(name).lower()
+        if name not in BACKENDS:
+            raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {BACKENDS}")
+        global _current
+        self._prev = _current
+        self.name = _current = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _current
+        _current = self._prev
+        return False
+
+    def __repr__(self):
+        return f"use_backend({self.name!r})"
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _triton_error():
+    try:
+        import triton  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on the environment
+        return f"triton is not importable: {e}"
+    return None
+
+
+def backend_error(name: str, device: torch.device) -> str | None:
+    """Why backend `name` cannot run tensors on `device` (None when it can)."""
+    dev = device.type
+    if name == "reference":
+        return None
+    if name == "cpu":
+        if dev != "cpu":
+            return f"backend 'cpu' runs CPU tensors only, got a {dev} tensor"
+        err = _native.load_error("_C")
+        return f"genkernels._C is not built ({err})" if err else None
+    if name == "triton":
+        if dev == "cpu" and not triton_interpret():
+            return "backend 'triton' runs CPU tensors only with TRITON_INTERPRET=1 set before triton is imported"
+        if dev not in ("cpu", "cuda"):
+            return f"backend 'triton' runs CUDA tensors, got a {dev} tensor"
+        return _triton_error()
+    if name == "cuda":
+        if dev != "cuda":
+            return f"backend 'cuda' runs CUDA tensors only, got a {dev} tensor"
+        err = _native.load_error("_C_cuda")
+        return f"genkernels._C_cuda is not built ({err})" if err else None
+    return f"unknown backend {name!r}"
+
+
+def resolve(op: str, device: torch.device, gpu_order=("cuda", "triton")) -> str:
+    """The backend that runs `op` on `device` now."""
+    name = current_backend()
+    if name != "auto":
+        err = backend_error(name, device)
+        if err:
+            raise RuntimeError(f"genkernels.{op}: {err}")
+        return name
+    if device.type == "cpu":
+        candidates = ("cpu",)
+    elif device.type == "cuda":
+        candidates = gpu_order
+    else:
+        candidates = ()
+    for cand in candidates:
+        if backend_error(cand, device) is None:
+            return cand
+    key = (op, device.type)
+    if key not in _warned and candidates:
+        _warned.add(key)
+        why = "; ".join(backend_error(c, device) or "" for c in candidates)
+        warnings.warn(f"genkernels.{op}: no compiled backend for {device.type} tensors ({why}); "
+                      "using the slow reference implementation", RuntimeWarning, stacklevel=3)
+    return "reference"
+
+
+def available_backends(device: str | torch.device | None = None) -> List[str]:
+    """Backends that can run on `device` (default: CUDA if present, else CPU)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    return [b for b in BACKENDS[1:] if backend_error(b, device) is None]

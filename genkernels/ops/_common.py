@@ -1,0 +1,83 @@
+"""Argument checks and layout helpers shared by the ops (errors name the bad argument)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation / statistics dtype: float64 for float64 data, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_tensor(op: str, name: str, t, *, min_dim: int = 0, dtypes=FLOAT_DTYPES):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"{op}: `{name}` has dtype {t.dtype}; expected one of "
+                        f"{', '.join(str(d).replace('torch.', '') for d in dtypes)}")
+    if t.dim() < min_dim:
+        raise ValueError(f"{op}: `{name}` must have at least {min_dim} dims, got shape {tuple(t.shape)}")
+
+
+def check_param(op: str, name: str, t: Optional[torch.Tensor], shape, device: torch.device):
+    """An optional parameter tensor: floating, of exactly `shape`, on `device`."""
+    if t is None:
+        return
+    check_tensor(op, name, t)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{op}: `{name}` must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{op}: `{name}` is on {t.device} but the input is on {device}")
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True when x [N, C, *spatial] is densely packed as [N, *spatial, C] (and not also NCHW-contiguous)."""
+    if x.dim() < 3 or x.is_contiguous():
+        return False
+    return x.movedim(1, -1).is_contiguous()
+
+
+def dense_layout(x: torch.Tensor):
+    """(x densely packed in NC* or N*C order, channels_last flag). Copies only for other strides."""
+    if x.is_contiguous():
+        return x, False
+    if is_channels_last(x):
+        return x, True
+    return x.contiguous(), False
+
+
+def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """t (same shape as the reference tensor) in the given dense layout."""
+    if channels_last:
+        return t if is_channels_last(t) else t.movedim(1, -1).contiguous().movedim(-1, 1)
+    return t.contiguous()
+
+
+def empty_in_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:
+    if channels_last:
+        perm = [0] + list(range(2, len(shape))) + [1]
+        return torch.empty([shape[i] for i in perm], dtype=dtype, device=device).movedim(-1, 1)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def param(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """A parameter as the kernels read it: contiguous, in the accumulation dtype."""
+    return None if t is None else t.to(dtype).contiguous()
+
+
+def launch(backend: str, family: str, kernel: str, dtype: torch.dtype, tensors, ints, floats=()) -> None:
+    """Runs `kernel` of kernel family `family` on a compiled backend. Native and Triton kernels take
+    the same arguments in the same order: tensors (None = absent), then ints, then floats."""
+    if backend == "triton":
+        import importlib
+
+        mod = importlib.import_module(f"genkernels.triton.{family}")
+        getattr(mod, kernel)(*tensors, *ints, *floats)
+    else:
+        from .. import _native
+
+        _native.call(kernel, dtype, tensors, ints, floats)

@@ -1,0 +1,178 @@
+"""The normalisation kernel family shared by group_norm_silu and adain.
+
+    z = ((x - mean[n,g]) * rstd[n,g] * w[c] + b[c]) * s[n,c] + shift[n,c];   y = silu(z) or z
+    s = 1 + scale (group_norm_silu's FiLM) or scale (adain's style scale); 1 without scale.
+
+``norm_forward``/``norm_backward`` run one backend and return plain tensors; the public ops wrap them
+in ``torch.library`` registrations with autograd. Kernels: csrc/cpu/kernels/group_norm.cpp,
+csrc/cuda/group_norm.cu, genkernels/triton/group_norm.py (argument order: csrc/common/norm_args.h).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ._common import acc_dtype, dense_layout, empty_in_layout, launch, param, to_layout
+
+Tensor = torch.Tensor
+
+
+def _film(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
+    return None if t is None else t.reshape(t.shape + (1,) * (x.dim() - 2))
+
+
+def reference_forward(x, G, w, b, scale, shift, eps, silu, one_plus_scale) -> Tuple[Tensor, Tensor, Tensor]:
+    """Eager PyTorch, computed in the accumulation dtype (float32 for 16-bit data): the spec."""
+    acc = acc_dtype(x.dtype)
+    xa = x.to(acc)
+    N, C = x.shape[:2]
+    xg = xa.reshape(N, G, -1)
+    mean = xg.mean(-1)
+    var = (xg - mean[..., None]).square().mean(-1)  # two-pass: exact for large means
+    rstd = torch.rsqrt(var + eps)
+    z = ((xg - mean[..., None]) * rstd[..., None]).reshape(x.shape)
+    bshape = (1, C) + (1,) * (x.dim() - 2)
+    if w is not None:
+        z = z * w.to(acc).reshape(bshape)
+    if b is not None:
+        z = z + b.to(acc).reshape(bshape)
+    if scale is not None:
+        s = _film(scale.to(acc), x)
+        z = z * (1 + s) if one_plus_scale else z * s
+    if shift is not None:
+        z = z + _film(shift.to(acc), x)
+    y = F.silu(z) if silu else z
+    fmt = torch.channels_last if (x.dim() == 4 and _is_cl(x)) else None
+    y = y.to(x.dtype)
+    if fmt is not None:
+        y = y.contiguous(memory_format=fmt)
+    elif x.dim() > 2 and _is_cl(x):
+        y = to_layout(y, True)
+    return y, mean, rstd
+
+
+def _is_cl(x):
+    from ._common import is_channels_last
+
+    return is_channels_last(x)
+
+
+def reference_backward(dy, x, w, b, scale, shift, G, eps, silu, one_plus_scale):
+    """Gradients (dx, dw, db, dscale, dshift) of reference_forward by autograd. Absent parameters
+    stand in as their identity (w = 1, b = 0, s = 1, shift = 0) so every gradient has a fixed shape."""
+    acc = acc_dtype(x.dtype)
+    N, C = x.shape[:2]
+    idents = ((w, (C,), 1.0), (b, (C,), 0.0), (scale, (N, C), 0.0 if one_plus_scale else 1.0), (shift, (N, C), 0.0))
+    leaves = [x.detach().requires_grad_()] + [
+        (t.detach() if t is not None else torch.full(shape, fill, dtype=acc, device=x.device)).requires_grad_()
+        for t, shape, fill in idents]
+    with torch.enable_grad():
+        y, _, _ = reference_forward(leaves[0], G, *leaves[1:], eps, silu, one_plus_scale)
+        return torch.autograd.grad(y, leaves, dy)
+
+
+def differentiable_grads(dy, x, w, b, scale, shift, G, eps, silu, one_plus_scale):
+    """Backward with create_graph=True (double backward, e.g. R1 / path-length penalties): the
+    gradient of the reference, itself differentiable. Returns grads for (x, w, b, scale, shift)."""
+    ins = [x, w, b, scale, shift]
+    need = [i for i, t in enumerate(ins) if t is not None and t.requires_grad]
+    y, _, _ = reference_forward(x, G, w, b, scale, shift, eps, silu, one_plus_scale)
+    gs = torch.autograd.grad(y, [ins[i] for i in need], dy, create_graph=True, allow_unused=True)
+    out = [None] * 5
+    for i, g in zip(need, gs):
+        out[i] = g
+    return out
+
+
+def norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale):
+    """(y, mean [N, G], rstd [N, G]) on `backend`; y keeps x's memory format."""
+    if backend == "reference":
+        return reference_forward(x, G, w, b, scale, shift, eps, silu, one_plus_scale)
+    acc = acc_dtype(x.dtype)
+    N, C = x.shape[:2]
+    xd, cl = dense_layout(x)
+    y = empty_in_layout(x.shape, x.dtype, x.device, cl)
+    mean = torch.empty((N, G), dtype=acc, device=x.device)
+    rstd = torch.empty((N, G), dtype=acc, device=x.device)
+    HW = x[0, 0].numel() if N and C else 0
+    if y.numel() == 0:
+        return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
+    launch(backend, "group_norm", "group_norm_fwd", x.dtype,
+           [xd, y, param(w, acc), param(b, acc), param(scale, acc), param(shift, acc), mean, rstd],
+           [N, C, HW, G, int(silu), int(one_plus_scale), int(cl)], [eps])
+    return y, mean, rstd
+
+
+def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, one_plus_scale):
+    """(dx, dw [C], db [C], dscale [N, C], dshift [N, C]); parameter grads in the accumulation dtype."""
+    if backend == "reference":
+        return reference_backward(dy, x, w, b, scale, shift, G, eps, silu, one_plus_scale)
+    acc = acc_dtype(x.dtype)
+    N, C = x.shape[:2]
+    xd, cl = dense_layout(x)
+    dyd = to_layout(dy.to(x.dtype), cl)
+    dx = empty_in_layout(x.shape, x.dtype, x.device, cl)
+    sdz = torch.zeros((N, C), dtype=acc, device=x.device)
+    sdzx = torch.zeros((N, C), dtype=acc, device=x.device)
+    if dx.numel():
+        HW = x[0, 0].numel()
+        wa, ba, sa, ha = param(w, acc), param(b, acc), param(scale, acc), param(shift, acc)
+        launch(backend, "group_norm", "group_norm_bwd", x.dtype,
+               [dyd, xd, wa, ba, sa, ha, mean.contiguous(), rstd.contiguous(), dx, sdz, sdzx],
+               [N, C, HW, G, int(silu), int(one_plus_scale), int(cl)])
+    return (dx,) + param_grads(sdz, sdzx, w, b, scale, one_plus_scale)
+
+
+def param_grads(sdz, sdzx, w, b, scale, one_plus_scale):
+    """dw, db, dscale, dshift from the kernels' per-(n, c) sums of dz and dz*xhat (tiny [N, C] math)."""
+    acc = sdz.dtype
+    s = 1.0 if scale is None else (1 + scale.to(acc) if one_plus_scale else scale.to(acc))
+    dw = (sdzx * s).sum(0)
+    db = (sdz * s).sum(0)
+    # d z / d s = xhat*w + b
+    dscale = sdzx * (1.0 if w is None else w.to(acc)) + (0.0 if b is None else sdz * b.to(acc))
+    return dw, db, dscale, sdz
+
+
+# One backward op for the whole family; the public ops' autograd formulas call it.
+@torch.library.custom_op("genkernels::norm_backward", mutates_args=())
+def norm_backward_op(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor],
+                     bias: Optional[Tensor], scale: Optional[Tensor], shift: Optional[Tensor],
+                     num_groups: int, eps: float, silu: bool, one_plus_scale: bool
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    from ..backend import resolve
+
+    backend = resolve("norm_backward", x.device)
+    return tuple(t.contiguous() if i else t for i, t in enumerate(
+        norm_backward(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale)))
+
+
+@norm_backward_op.register_fake
+def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale):
+    acc = acc_dtype(x.dtype)
+    N, C = x.shape[:2]
+    dx = torch.empty_like(x)
+    return (dx, x.new_empty((C,), dtype=acc), x.new_empty((C,), dtype=acc),
+            x.new_empty((N, C), dtype=acc), x.new_empty((N, C), dtype=acc))
+
+
+def fake_forward(x, num_groups):
+    N = x.shape[0]
+    acc = acc_dtype(x.dtype)
+    return (torch.empty_like(x), x.new_empty((N, num_groups), dtype=acc),
+            x.new_empty((N, num_groups), dtype=acc))
+
+
+def autograd_backward(ctx, gy, G, eps, silu, one_plus_scale):
+    """Gradients for (x, weight, bias, scale, shift) from the saved forward state."""
+    x, w, b, scale, shift, mean, rstd = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        grads = differentiable_grads(gy, x, w, b, scale, shift, G, eps, silu, one_plus_scale)
+    else:
+        grads = torch.ops.genkernels.norm_backward(gy, x, mean, rstd, w, b, scale, shift, G, eps, silu,
+                                                   one_plus_scale)
+    need = ctx.needs_input_grad_for
+    return [g.to(t.dtype) if (t is not None and n and g is not None) else None
+            for g, t, n in zip(grads, (x, w, b, scale, shift), need)]

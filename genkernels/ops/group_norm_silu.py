@@ -1,0 +1,90 @@
+"""group_norm_silu: act(group_norm(x) * (1 + scale) + shift), fused (UNet / VAE ResNet blocks).
+
+    y = genkernels.group_norm_silu(x, 32, weight, bias)                    # GroupNorm + SiLU
+    y = genkernels.group_norm_silu(x, 32, weight, bias, scale=s, shift=t)  # AdaGN / time-embedding FiLM
+    y = genkernels.group_norm_silu(x, 32, weight, bias, act=None)          # plain GroupNorm
+
+Registered as ``torch.ops.genkernels.group_norm_silu`` (returns y, mean, rstd like aten's
+native_group_norm) with a fake implementation and autograd, so it works under
+``torch.compile(fullgraph=True)``. The kernels are the normalisation family in ``_norm.py``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ..backend import resolve
+from . import _norm
+from ._common import check_param, check_tensor
+
+Tensor = torch.Tensor
+OP = "group_norm_silu"
+
+
+@torch.library.custom_op("genkernels::group_norm_silu", mutates_args=())
+def group_norm_silu_op(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor],
+                       eps: float, scale: Optional[Tensor], shift: Optional[Tensor], silu: bool
+                       ) -> Tuple[Tensor, Tensor, Tensor]:
+    backend = resolve(OP, x.device)
+    return _norm.norm_forward(backend, x, num_groups, weight, bias, scale, shift, eps, silu, True)
+
+
+@group_norm_silu_op.register_fake
+def _(x, num_groups, weight, bias, eps, scale, shift, silu):
+    return _norm.fake_forward(x, num_groups)
+
+
+def _setup_context(ctx, inputs, output):
+    x, G, w, b, eps, scale, shift, silu = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, w, b, scale, shift, mean, rstd)
+    ctx.G, ctx.eps, ctx.silu = G, eps, silu
+    ctx.mark_non_differentiable(mean, rstd)
+    n = ctx.needs_input_grad
+    ctx.needs_input_grad_for = (n[0], n[2], n[3], n[5], n[6])
+
+
+def _backward(ctx, gy, _gmean, _grstd):
+    gx, gw, gb, gs, gh = _norm.autograd_backward(ctx, gy, ctx.G, ctx.eps, ctx.silu, True)
+    return gx, None, gw, gb, None, gs, gh, None
+
+
+group_norm_silu_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def check_args(x, num_groups, weight, bias, scale, shift, act):
+    check_tensor(OP, "x", x, min_dim=2)
+    if x.dim() > 5:
+        raise ValueError(f"{OP}: `x` must be [N, C, *spatial] with at most 3 spatial dims, got shape {tuple(x.shape)}")
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise TypeError(f"{OP}: `num_groups` must be an int, got {type(num_groups).__name__}")
+    N, C = x.shape[:2]
+    if num_groups <= 0 or C % num_groups:
+        raise ValueError(f"{OP}: `num_groups`={num_groups} must be positive and divide the {C} channels of `x`")
+    for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)),
+                           ("scale", scale, (N, C)), ("shift", shift, (N, C))):
+        check_param(OP, name, t, shape, x.device)
+    if act not in ("silu", None):
+        raise ValueError(f"{OP}: `act` must be 'silu' or None, got {act!r}")
+
+
+def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                    eps: float = 1e-5, *, scale: Optional[Tensor] = None, shift: Optional[Tensor] = None,
+                    act: Optional[str] = "silu") -> Tensor:
+    """act(group_norm(x, num_groups, weight, bias, eps) * (1 + scale) + shift).
+
+    x: [N, C, *spatial] (0 to 3 spatial dims), float32/float16/bfloat16/float64, NCHW or channels_last
+    (the output keeps x's memory format). weight, bias: [C]. scale, shift: [N, C]. act: "silu" or None.
+    Statistics are computed in float32 (float64 for float64 input), exactly for inputs with a large mean.
+    """
+    check_args(x, num_groups, weight, bias, scale, shift, act)
+    return group_norm_silu_op(x, num_groups, weight, bias, float(eps), scale, shift, act == "silu")[0]
+
+
+def group_norm_silu_reference(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
+                              bias: Optional[Tensor] = None, eps: float = 1e-5, *, scale: Optional[Tensor] = None,
+                              shift: Optional[Tensor] = None, act: Optional[str] = "silu") -> Tensor:
+    """The eager-PyTorch specification of group_norm_silu (differentiable to any order)."""
+    check_args(x, num_groups, weight, bias, scale, shift, act)
+    return _norm.reference_forward(x, num_groups, weight, bias, scale, shift, eps, act == "silu", True)[0]

@@ -1,0 +1,84 @@
+"""Builds genkernels._C (CPU kernels) and, where nvcc is found, genkernels._C_cuda, by driving CMake with ninja.
+
+Environment:
+  GENKERNELS_CUDA=1/0       force the CUDA module on (fail without nvcc) or off; default: on when nvcc is found
+  GENKERNELS_CUDA_ARCHS     CMake CUDA architectures, default "80;86;89;90"
+  GENKERNELS_BUILD_DIR      CMake binary dir (default build/cmake-<python tag>), reused between builds
+  GENKERNELS_JOBS           parallel compile jobs
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _find_nvcc():
+    for cand in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext):
+        # Both modules come out of one CMake project; build it once, on the first extension.
+        if getattr(self, "_cmake_done", False):
+            return
+        self._cmake_done = True
+        import pybind11
+
+        out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
+        tag = sysconfig.get_config_var("SOABI") or f"py{sys.version_info[0]}{sys.version_info[1]}"
+        build_dir = Path(os.environ.get("GENKERNELS_BUILD_DIR", ROOT / "build" / f"cmake-{tag}"))
+        build_dir.mkdir(parents=True, exist_ok=True)
+
+        want_cuda = os.environ.get("GENKERNELS_CUDA", "auto").lower()
+        nvcc = _find_nvcc()
+        if want_cuda in ("1", "on", "true", "yes") and nvcc is None:
+            raise RuntimeError("GENKERNELS_CUDA=1 but nvcc was not found (set CUDACXX or PATH)")
+        cuda = want_cuda not in ("0", "off", "false", "no") and nvcc is not None
+
+        cfg = [
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DGENKERNELS_CUDA={'ON' if cuda else 'OFF'}",
+            f"-DGENKERNELS_CUDA_ARCHS={os.environ.get('GENKERNELS_CUDA_ARCHS', '80;86;89;90')}",
+        ]
+        if cuda:
+            cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        if shutil.which("ninja") or _pip_ninja():
+            cfg += ["-G", "Ninja"]
+        subprocess.check_call(["cmake", str(ROOT)] + cfg, cwd=build_dir)
+        jobs = os.environ.get("GENKERNELS_JOBS", str(os.cpu_count() or 2))
+        subprocess.check_call(["cmake", "--build", ".", "--parallel", jobs], cwd=build_dir)
+
+
+def _pip_ninja():
+    try:
+        import ninja  # noqa: F401
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ["PATH"]
+        return True
+    except Exception:
+        return False
+
+
+exts = [CMakeExtension("genkernels._C")]
+if os.environ.get("GENKERNELS_CUDA", "auto").lower() not in ("0", "off", "false", "no") and _find_nvcc():
+    exts.append(CMakeExtension("genkernels._C_cuda"))
+
+setup(ext_modules=exts, cmdclass={"build_ext": CMakeBuild})
