@@ -1,5 +1,7 @@
 // Group/instance normalisation with optional per-channel affine, per-(n, c) FiLM and SiLU:
 //   z = ((x - mean[n,g]) * rstd[n,g] * w[c] + b[c]) * s[n,c] + shift[n,c],  y = silu(z) or z
+// Implementations subtract the mean before scaling: (x - mean) * (rstd*w*s) + (b*s + shift); folding
+// the mean into the offset cancels two large terms when the mean is large or the variance is zero.
 //   s[n,c] = 1 + scale[n,c] (group_norm_silu) or scale[n,c] (adain), 1 when scale is absent.
 // Statistics and parameters are in the accumulation type (double for float64 data, float otherwise).
 // Layout: x is [N, C, HW] (channels_last = 0) or [N, HW, C] (channels_last = 1), densely packed.

@@ -9,6 +9,7 @@ csrc/cuda/group_norm.cu, genkernels/triton/group_norm.py (argument order: csrc/c
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -28,8 +29,9 @@ def reference_forward(x, G, w, b, scale, shift, eps, silu, one_plus_scale) -> Tu
     acc = acc_dtype(x.dtype)
     xa = x.to(acc)
     N, C = x.shape[:2]
-    xg = xa.reshape(N, G, -1)
+    xg = xa.reshape(N, G, (C // G) * math.prod(x.shape[2:]))
     mean = xg.mean(-1)
+    mean = mean + (xg - mean[..., None]).mean(-1)  # one correction pass: float32 sums of large values drift
     var = (xg - mean[..., None]).square().mean(-1)  # two-pass: exact for large means
     rstd = torch.rsqrt(var + eps)
     z = ((xg - mean[..., None]) * rstd[..., None]).reshape(x.shape)
@@ -59,18 +61,32 @@ def _is_cl(x):
     return is_channels_last(x)
 
 
-def reference_backward(dy, x, w, b, scale, shift, G, eps, silu, one_plus_scale):
-    """Gradients (dx, dw, db, dscale, dshift) of reference_forward by autograd. Absent parameters
-    stand in as their identity (w = 1, b = 0, s = 1, shift = 0) so every gradient has a fixed shape."""
+def reference_backward(dy, x, mean, rstd, w, b, scale, shift, G, silu, one_plus_scale):
+    """The backward formula in eager PyTorch (accumulation dtype), step for step what the kernels do:
+    dz = dy * act'(z); per-(n, c) sums of dz and dz*xhat; dx = rstd*(gamma*dz - mean_g(gamma*dz)
+    - xhat*mean_g(gamma*dz*xhat)). Returns (dx, dw, db, dscale, dshift)."""
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
-    idents = ((w, (C,), 1.0), (b, (C,), 0.0), (scale, (N, C), 0.0 if one_plus_scale else 1.0), (shift, (N, C), 0.0))
-    leaves = [x.detach().requires_grad_()] + [
-        (t.detach() if t is not None else torch.full(shape, fill, dtype=acc, device=x.device)).requires_grad_()
-        for t, shape, fill in idents]
-    with torch.enable_grad():
-        y, _, _ = reference_forward(leaves[0], G, *leaves[1:], eps, silu, one_plus_scale)
-        return torch.autograd.grad(y, leaves, dy)
+    Cg, HW = C // G, math.prod(x.shape[2:])
+    xg = x.to(acc).reshape(N, G, Cg, HW)
+    xhat = (xg - mean[..., None, None]) * rstd[..., None, None]
+    s = torch.ones((N, C), dtype=acc, device=x.device) if scale is None else (
+        1 + scale.to(acc) if one_plus_scale else scale.to(acc))
+    gamma = s if w is None else s * w.to(acc)
+    off = (0.0 if b is None else b.to(acc) * s) + (0.0 if shift is None else shift.to(acc))
+    dz = dy.to(acc).reshape(N, G, Cg, HW)
+    if silu:
+        z = xhat * gamma.reshape(N, G, Cg, 1) + (off.reshape(N, G, Cg, 1) if torch.is_tensor(off) else off)
+        sg = torch.sigmoid(z)
+        dz = dz * sg * (1 + z * (1 - sg))
+    sdz = dz.sum(-1).reshape(N, C)
+    sdzx = (dz * xhat).sum(-1).reshape(N, C)
+    gm = gamma.reshape(N, G, Cg)
+    mB = (gm * sdz.reshape(N, G, Cg)).sum(-1) / (Cg * HW)
+    mA = (gm * sdzx.reshape(N, G, Cg)).sum(-1) / (Cg * HW)
+    dx = rstd[..., None, None] * (gm[..., None] * dz - mB[..., None, None] - xhat * mA[..., None, None])
+    dx = to_layout(dx.reshape(x.shape).to(x.dtype), x.dim() > 2 and _is_cl(x))
+    return (dx,) + param_grads(sdz, sdzx, w, b, scale, one_plus_scale)
 
 
 def differentiable_grads(dy, x, w, b, scale, shift, G, eps, silu, one_plus_scale):
@@ -108,7 +124,7 @@ def norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale):
 def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, one_plus_scale):
     """(dx, dw [C], db [C], dscale [N, C], dshift [N, C]); parameter grads in the accumulation dtype."""
     if backend == "reference":
-        return reference_backward(dy, x, w, b, scale, shift, G, eps, silu, one_plus_scale)
+        return reference_backward(dy, x, mean, rstd, w, b, scale, shift, G, silu, one_plus_scale)
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
     xd, cl = dense_layout(x)

@@ -37,10 +37,12 @@ void group_stats(const A* K, const A* s1, const A* s2, std::int64_t Cg, std::int
   *rstd_out = A(1.0 / std::sqrt(var + eps));
 }
 
-// Per-(n, c) coefficients of the forward: z = x * a + bb.
+// Per-(n, c) coefficients of the forward: z = (x - m) * a + bb. Subtracting the mean first keeps
+// inputs with a large mean (or a zero-variance group, where rstd = 1/sqrt(eps)) exact: folding it
+// into bb would cancel two large terms.
 template <class A>
 struct Coeffs {
-  std::vector<A> a, bb, gamma;  // [N*C]; gamma = w * s (the backward's d z / d xhat)
+  std::vector<A> m, a, bb, gamma;  // [N*C]; gamma = w * s (the backward's d z / d xhat)
 };
 
 template <class A>
@@ -48,7 +50,7 @@ Coeffs<A> make_coeffs(const NormShape& s, const A* mean, const A* rstd, const A*
                       const A* scale, const A* shift) {
   Coeffs<A> k;
   std::int64_t NC = s.N * s.C, Cg = s.C / s.G;
-  k.a.resize(NC); k.bb.resize(NC); k.gamma.resize(NC);
+  k.m.resize(NC); k.a.resize(NC); k.bb.resize(NC); k.gamma.resize(NC);
   for (std::int64_t n = 0; n < s.N; ++n)
     for (std::int64_t c = 0; c < s.C; ++c) {
       std::int64_t nc = n * s.C + c, ng = n * s.G + c / Cg;
@@ -56,8 +58,9 @@ Coeffs<A> make_coeffs(const NormShape& s, const A* mean, const A* rstd, const A*
       A wc = w ? w[c] : A(1), bc = b ? b[c] : A(0);
       A g = wc * sc;
       k.gamma[nc] = g;
+      k.m[nc] = mean[ng];
       k.a[nc] = rstd[ng] * g;
-      k.bb[nc] = (bc - mean[ng] * rstd[ng] * wc) * sc + (shift ? shift[nc] : A(0));
+      k.bb[nc] = bc * sc + (shift ? shift[nc] : A(0));
     }
   return k;
 }
@@ -91,16 +94,16 @@ void row_sums(const T* x, std::int64_t n, A K, A* s1_out, A* s2_out) {
 }
 
 template <class T, class A>
-void apply_row(const T* x, T* y, std::int64_t n, A a, A bb, bool silu) {
+void apply_row(const T* x, T* y, std::int64_t n, A m, A a, A bb, bool silu) {
   if (silu) {
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      A z = to_acc(x[i]) * a + bb;
+      A z = (to_acc(x[i]) - m) * a + bb;
       y[i] = from_acc<T>(z / (A(1) + exp_f(-z)));
     }
   } else {
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) y[i] = from_acc<T>(to_acc(x[i]) * a + bb);
+    for (std::int64_t i = 0; i < n; ++i) y[i] = from_acc<T>((to_acc(x[i]) - m) * a + bb);
   }
 }
 
@@ -130,8 +133,8 @@ void fwd_cf(const NormFwdArgs& p, int threads) {
       A sc = scale ? (s.one_plus_scale ? A(1) + scale[nc] : scale[nc]) : A(1);
       A wc = w ? w[c] : A(1), bc = b ? b[c] : A(0);
       A a = rstd[ng] * wc * sc;
-      A bb = (bc - mean[ng] * rstd[ng] * wc) * sc + (shift ? shift[nc] : A(0));
-      apply_row(x + nc * HW, y + nc * HW, HW, a, bb, s.silu);
+      A bb = bc * sc + (shift ? shift[nc] : A(0));
+      apply_row(x + nc * HW, y + nc * HW, HW, mean[ng], a, bb, s.silu);
     }
   });
 }
@@ -165,13 +168,13 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
         if (s.silu) {
 #pragma omp simd reduction(+ : b1, b2)
           for (std::int64_t i = i0; i < i1; ++i) {
-            A xv = to_acc(xr[i]);
-            A z = xv * a + bb;
+            A xc = to_acc(xr[i]) - m;
+            A z = xc * a + bb;
             A sg = A(1) / (A(1) + exp_f(-z));
             A d = to_acc(dyr[i]) * (sg * (A(1) + z * (A(1) - sg)));
             dzr[i] = d;
             b1 += d;
-            b2 += d * ((xv - m) * r);
+            b2 += d * (xc * r);
           }
         } else {
 #pragma omp simd reduction(+ : b1, b2)
@@ -242,7 +245,7 @@ void fwd_cl(const NormFwdArgs& p, int threads) {
     std::copy(s1.begin(), s1.end(), out);
     std::copy(s2.begin(), s2.end(), out + C);
   });
-  std::vector<A> a(s.N * C), bb(s.N * C);
+  std::vector<A> a, bb, mc;
   {
     std::vector<A> K(C), s1(C), s2(C);
     for (std::int64_t n = 0; n < s.N; ++n) {
@@ -259,23 +262,23 @@ void fwd_cl(const NormFwdArgs& p, int threads) {
     }
     Coeffs<A> k = make_coeffs<A>(s, mean, rstd, static_cast<const A*>(p.w), static_cast<const A*>(p.b),
                                  static_cast<const A*>(p.scale), static_cast<const A*>(p.shift));
-    a.swap(k.a); bb.swap(k.bb);
+    a.swap(k.a); bb.swap(k.bb); mc.swap(k.m);
   }
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
     std::int64_t n = t / ch.count, r0 = (t % ch.count) * ch.rows_per, r1 = std::min(HW, r0 + ch.rows_per);
-    const A *an = a.data() + n * C, *bn = bb.data() + n * C;
+    const A *an = a.data() + n * C, *bn = bb.data() + n * C, *mn = mc.data() + n * C;
     for (std::int64_t r = r0; r < r1; ++r) {
       const T* xr = x + (n * HW + r) * C;
       T* yr = y + (n * HW + r) * C;
       if (s.silu) {
 #pragma omp simd
         for (std::int64_t c = 0; c < C; ++c) {
-          A z = to_acc(xr[c]) * an[c] + bn[c];
+          A z = (to_acc(xr[c]) - mn[c]) * an[c] + bn[c];
           yr[c] = from_acc<T>(z / (A(1) + exp_f(-z)));
         }
       } else {
 #pragma omp simd
-        for (std::int64_t c = 0; c < C; ++c) yr[c] = from_acc<T>(to_acc(xr[c]) * an[c] + bn[c]);
+        for (std::int64_t c = 0; c < C; ++c) yr[c] = from_acc<T>((to_acc(xr[c]) - mn[c]) * an[c] + bn[c]);
       }
     }
   });
@@ -293,12 +296,10 @@ void bwd_cl(const NormBwdArgs& p, int threads) {
                                static_cast<const A*>(p.scale), static_cast<const A*>(p.shift));
   const std::int64_t C = s.C, Cg = C / s.G, HW = s.HW;
   Chunks ch(HW, threads);
-  // Per-(n, c) mean and rstd broadcast from the groups, so inner loops run over contiguous channels.
-  std::vector<A> mc(s.N * C), rc(s.N * C);
-  for (std::int64_t nc = 0; nc < s.N * C; ++nc) {
-    std::int64_t ng = (nc / C) * s.G + (nc % C) / Cg;
-    mc[nc] = mean[ng]; rc[nc] = rstd[ng];
-  }
+  // Per-(n, c) rstd broadcast from the groups, so inner loops run over contiguous channels.
+  std::vector<A> rc(s.N * C);
+  for (std::int64_t nc = 0; nc < s.N * C; ++nc) rc[nc] = rstd[(nc / C) * s.G + (nc % C) / Cg];
+  const std::vector<A>& mc = k.m;
   std::vector<A> part(s.N * ch.count * C * 2);
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
     std::int64_t n = t / ch.count, r0 = (t % ch.count) * ch.rows_per, r1 = std::min(HW, r0 + ch.rows_per);
@@ -308,10 +309,10 @@ void bwd_cl(const NormBwdArgs& p, int threads) {
       const T *xr = x + (n * HW + r) * C, *dyr = dy + (n * HW + r) * C;
 #pragma omp simd
       for (std::int64_t c = 0; c < C; ++c) {
-        A xv = to_acc(xr[c]);
-        A d = to_acc(dyr[c]) * act_grad(xv * an[c] + bn[c], s.silu);
+        A xc = to_acc(xr[c]) - mn[c];
+        A d = to_acc(dyr[c]) * act_grad(xc * an[c] + bn[c], s.silu);
         s1[c] += d;
-        s2[c] += d * ((xv - mn[c]) * rn[c]);
+        s2[c] += d * (xc * rn[c]);
       }
     }
     A* out = part.data() + t * C * 2;
@@ -348,9 +349,9 @@ void bwd_cl(const NormBwdArgs& p, int threads) {
       T* dxr = dx + (n * HW + r) * C;
 #pragma omp simd
       for (std::int64_t c = 0; c < C; ++c) {
-        A xv = to_acc(xr[c]);
-        A d = to_acc(dyr[c]) * act_grad(xv * an[c] + bn[c], s.silu);
-        dxr[c] = from_acc<T>(rn[c] * (gn[c] * d - mBn[c] - (xv - mn[c]) * rn[c] * mAn[c]));
+        A xc = to_acc(xr[c]) - mn[c];
+        A d = to_acc(dyr[c]) * act_grad(xc * an[c] + bn[c], s.silu);
+        dxr[c] = from_acc<T>(rn[c] * (gn[c] * d - mBn[c] - xc * rn[c] * mAn[c]));
       }
     }
   });

@@ -1,0 +1,113 @@
+// One reverse-diffusion step (DDIM / DDPM ancestral), with optional fused classifier-free guidance.
+// Shared by the CPU kernel (csrc/cpu/kernels/ddim.cpp) and the CUDA kernel (csrc/cuda/ddim.cu); the
+// Triton twin is genkernels/triton/ddim.py and the spec is genkernels/ops/ddim_step.py.
+//
+// Per element (x = sample, m = model output, z = noise), with per-sample coefficients:
+//   m   = guidance ? m_u + s * (m_c - m_u) : m          (m_u = rows [0, N), m_c = rows [N, 2N))
+//   x0  = A x + B m;   x0 = clamp(x0, -r, r) when clipping
+//   prev = G x0 + H x + K m + S z                        (S z only when noise is given)
+// A..S come from (alpha_prod_t, alpha_prod_t_prev, eta) by step_coef below: the update of diffusers'
+// DDIMScheduler.step / DDPMScheduler.step rewritten as one linear form per prediction type.
+//
+// Layout: every tensor is densely packed with the batch outermost and the same order inside a sample
+// (NC* or N*C), so sample n is the L contiguous elements at n * L.
+//
+// p = [sample, model_output, noise, alpha_t, alpha_prev, prev_sample, pred_original_sample]
+//     model_output has 2N rows with guidance; noise, alpha_t, alpha_prev may be absent (0).
+//     alpha_t / alpha_prev: float32 or float64 tensors read at n * stride (stride 0: one shared value).
+// i = [N, L, kind, prediction_type, clip, use_clipped_model_output, guidance,
+//      alpha_t_dtype, alpha_prev_dtype, alpha_t_stride, alpha_prev_stride]
+//     kind: 0 DDIM, 1 DDPM fixed_small variance, 2 DDPM fixed_large variance
+//     prediction_type: 0 epsilon, 1 sample, 2 v_prediction; alpha dtype codes as DType (0 or 3)
+// f = [alpha_t, alpha_prev, eta, guidance_scale, clip_range]   (alpha values used when the tensor is absent)
+#pragma once
+#include <cmath>
+
+#include "common/flat_args.h"
+
+#if defined(__CUDACC__)
+#define GK_HD __host__ __device__ __forceinline__
+#else
+#define GK_HD inline
+#endif
+
+namespace gk {
+
+enum StepKind : int { kDDIM = 0, kDDPMSmall = 1, kDDPMLarge = 2 };
+enum PredType : int { kEpsilon = 0, kSample = 1, kVPrediction = 2 };
+
+struct StepArgs {
+  const void *x, *m, *noise, *alpha_t, *alpha_prev;
+  void *prev, *x0;
+  std::int64_t N, L;
+  int kind, pred, at_dtype, ap_dtype;
+  bool clip, use_clipped, guidance;
+  std::int64_t at_stride, ap_stride;
+  double at, ap, eta, gscale, clip_range;
+  explicit StepArgs(const Flat& a) {
+    a.expect("ddim_step", 7, 11, 5);
+    x = a.ptr<void>(0); m = a.ptr<void>(1); noise = a.ptr<void>(2);
+    alpha_t = a.ptr<void>(3); alpha_prev = a.ptr<void>(4);
+    prev = a.ptr<void>(5); x0 = a.ptr<void>(6);
+    N = a.i[0]; L = a.i[1]; kind = int(a.i[2]); pred = int(a.i[3]);
+    clip = a.i[4] != 0; use_clipped = a.i[5] != 0; guidance = a.i[6] != 0;
+    at_dtype = int(a.i[7]); ap_dtype = int(a.i[8]); at_stride = a.i[9]; ap_stride = a.i[10];
+    at = a.f[0]; ap = a.f[1]; eta = a.f[2]; gscale = a.f[3]; clip_range = a.f[4];
+    if (kind < 0 || kind > 2) throw std::invalid_argument("ddim_step: bad kind");
+    if (pred < 0 || pred > 2) throw std::invalid_argument("ddim_step: bad prediction_type");
+    if ((alpha_t && at_dtype != kFloat32 && at_dtype != kFloat64) ||
+        (alpha_prev && ap_dtype != kFloat32 && ap_dtype != kFloat64))
+      throw std::invalid_argument("ddim_step: alpha tensors must be float32 or float64");
+  }
+};
+
+// An alpha of sample n: from its tensor (float32/float64) or the scalar.
+GK_HD double read_alpha(const void* p, int dtype, std::int64_t stride, std::int64_t n, double scalar) {
+  if (!p) return scalar;
+  return dtype == kFloat64 ? static_cast<const double*>(p)[n * stride]
+                           : double(static_cast<const float*>(p)[n * stride]);
+}
+
+template <class R>
+struct StepCoef { R A, B, G, H, K, S; };
+
+// The coefficients of one sample, in R (double on the host, float or double on the GPU).
+template <class R>
+GK_HD StepCoef<R> step_coef(int kind, int pred, bool use_clipped, bool noise, R a_t, R a_p, R eta) {
+  using std::sqrt;
+  const R one = R(1);
+  const R b_t = one - a_t;
+  const R sa = sqrt(a_t), sb = sqrt(b_t), sp = sqrt(a_p);
+  R A, B, C, D;  // x0 = A x + B m, eps = C x + D m (both before clipping)
+  if (pred == kEpsilon) {
+    A = one / sa; B = -sb / sa; C = R(0); D = one;
+  } else if (pred == kSample) {
+    A = R(0); B = one; C = one / sb; D = -sa / sb;
+  } else {  // v_prediction
+    A = sa; B = -sb; C = sb; D = sa;
+  }
+  StepCoef<R> k;
+  k.A = A; k.B = B;
+  if (kind == kDDIM) {
+    const R var = (one - a_p) / b_t * (one - a_t / a_p);
+    const R std_t = eta * sqrt(var);
+    const R Q = sqrt(one - a_p - std_t * std_t);  // "direction pointing to x_t"
+    if (use_clipped) {                            // eps re-derived from the (clipped) x0
+      k.G = sp - Q * sa / sb; k.H = Q / sb; k.K = R(0);
+    } else {
+      k.G = sp; k.H = Q * C; k.K = Q * D;
+    }
+    k.S = noise ? std_t : R(0);
+  } else {
+    const R cur_alpha = a_t / a_p, cur_beta = one - cur_alpha;
+    k.G = sp * cur_beta / b_t;
+    k.H = sqrt(cur_alpha) * (one - a_p) / b_t;
+    k.K = R(0);
+    R var = kind == kDDPMSmall ? (one - a_p) / b_t * cur_beta : cur_beta;
+    if (kind == kDDPMSmall && !(var >= R(1e-20))) var = var != var ? var : R(1e-20);  // clamp(min=1e-20)
+    k.S = noise ? sqrt(var) : R(0);
+  }
+  return k;
+}
+
+}  // namespace gk

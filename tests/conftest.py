@@ -1,0 +1,45 @@
+"""Shared test setup.
+
+Without a GPU, the Triton backend is tested through Triton's interpreter on CPU tensors: that needs
+TRITON_INTERPRET=1 in the environment before triton is first imported, so it is set here.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import genkernels  # noqa: E402
+from genkernels import backend as _backend  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+# Per-dtype tolerances (atol, rtol) for a result compared with a float64 reference computed from the
+# same (already rounded) input: a few units in the last place of the output type.
+TOL = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (2e-5, 2e-5),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),
+}
+
+
+def compiled_backends(device=DEVICE):
+    """The non-reference backends that can run on `device` here."""
+    return [b for b in genkernels.available_backends(device) if b != "reference"]
+
+
+def assert_close(actual, expected, dtype, scale=1.0, what=""):
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(actual.double(), expected.double(), atol=atol * scale, rtol=rtol * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    prev = _backend.current_backend()
+    yield
+    _backend.use_backend(prev)
