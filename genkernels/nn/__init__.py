@@ -1,4 +1,4 @@
 """Drop-in modules built on the fused ops."""
-from .norm import GroupNormSiLU
+from .norm import AdaIN, GroupNormSiLU, InstanceNorm2d
 
-__all__ = ["GroupNormSiLU"]
+__all__ = ["AdaIN", "GroupNormSiLU", "InstanceNorm2d"]

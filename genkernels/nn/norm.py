@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops import group_norm_silu
+from ..ops import adain, group_norm_silu
 
 
 class GroupNormSiLU(nn.GroupNorm):
@@ -40,3 +40,36 @@ class GroupNormSiLU(nn.GroupNorm):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", act={self.act!r}"
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` on the fused normalisation kernels (same parameters and state_dict keys).
+
+    Instance norm is group norm with one channel per group. Running statistics
+    (``track_running_stats=True``) take torch's own path, since they update buffers.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.track_running_stats or x.dim() != 4:
+            return super().forward(x)
+        return group_norm_silu(x, x.shape[1], self.weight, self.bias, self.eps, act=None)
+
+
+class AdaIN(nn.Module):
+    """StyleGAN's adaptive instance norm: a learned affine map from a style vector w [N, style_dim]
+    to a per-channel scale and bias, applied to the instance-normalised x.
+
+    The projection's bias starts at (1, 0) so a fresh layer is a plain instance norm.
+    """
+
+    def __init__(self, num_features: int, style_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        self.style = nn.Linear(style_dim, 2 * num_features)
+        with torch.no_grad():
+            self.style.bias[:num_features].fill_(1.0)
+            self.style.bias[num_features:].zero_()
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        scale, bias = self.style(w).chunk(2, dim=1)
+        return adain(x, scale, bias, self.eps)
