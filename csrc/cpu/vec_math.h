@@ -11,9 +11,10 @@
 namespace gk {
 namespace GK_ISA {
 
-// 16-bit storage types: converted to float on load, rounded to nearest-even on store.
-struct half_t { std::uint16_t bits; };
-struct bf16_t { std::uint16_t bits; };
+// 16-bit storage types: converted to float on load, rounded to nearest-even on store. Scoped enums
+// rather than structs: they are scalars to the vectoriser, and still distinct types for overloading.
+enum class half_t : std::uint16_t {};
+enum class bf16_t : std::uint16_t {};
 
 template <class T> struct acc_of { using type = float; };
 template <> struct acc_of<double> { using type = double; };
@@ -24,9 +25,14 @@ static inline std::uint32_t float_to_bits(float f) { std::uint32_t u; std::memcp
 
 static inline float to_acc(float v) { return v; }
 static inline double to_acc(double v) { return v; }
-static inline float to_acc(bf16_t v) { return bits_to_float(std::uint32_t(v.bits) << 16); }
+static inline float to_acc(bf16_t v) { return bits_to_float(std::uint32_t(v) << 16); }
+// Integer-only half -> float (vectorises on every ISA): the exponent is rebiased by a multiply by
+// 2^112, which also turns half subnormals into the right float; inf/NaN get the all-ones exponent.
 static inline float to_acc(half_t v) {
-  _Float16 h; std::memcpy(&h, &v.bits, 2); return static_cast<float>(h);
+  std::uint32_t h = static_cast<std::uint16_t>(v), em = h & 0x7FFFu;
+  float f = bits_to_float(em << 13) * 5.192296858534828e+33f;  // 2^112
+  f = em >= 0x7C00u ? bits_to_float((em << 13) | 0x7F800000u) : f;
+  return bits_to_float(float_to_bits(f) | ((h & 0x8000u) << 16));
 }
 
 template <class T> static inline T from_acc(float v);
@@ -37,10 +43,13 @@ template <> inline bf16_t from_acc<bf16_t>(float v) {
   std::uint32_t u = float_to_bits(v);
   std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  return bf16_t{static_cast<std::uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded)};
+  return static_cast<bf16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
 }
 template <> inline half_t from_acc<half_t>(float v) {
-  _Float16 h = static_cast<_Float16>(v); half_t r; std::memcpy(&r.bits, &h, 2); return r;
+  _Float16 h = static_cast<_Float16>(v);
+  std::uint16_t bits;
+  std::memcpy(&bits, &h, 2);
+  return static_cast<half_t>(bits);
 }
 
 // exp(x) for float, ~2 ulp; NaN in -> NaN out; 0 below -86.9 (results under 2^-125 flush to zero),

@@ -6,7 +6,6 @@
 // accumulation type. Channels-first works on one (n, group) per task so that the backward's second
 // pass finds the group in L2; channels-last works on (n, row-chunk) tasks vectorised across channels.
 #include <algorithm>
-#include <memory>
 #include <vector>
 
 #include "common/norm_args.h"
@@ -65,12 +64,11 @@ Coeffs<A> make_coeffs(const NormShape& s, const A* mean, const A* rstd, const A*
   return k;
 }
 
-template <class A> static inline A act(A z, bool silu) { return silu ? z * sigmoid(z) : z; }
-// d act / d z
-template <class A> static inline A act_grad(A z, bool silu) {
-  if (!silu) return A(1);
-  A sg = sigmoid(z);
-  return sg * (A(1) + z * (A(1) - sg));
+// dL/dz from dL/dy at pre-activation z (the activation is a compile-time choice so loops vectorise).
+template <bool SILU, class A> static inline A dz_of(A dy, A z) {
+  if (!SILU) return dy;
+  A sg = A(1) / (A(1) + exp_f(-z));
+  return dy * (sg * (A(1) + z * (A(1) - sg)));
 }
 
 constexpr std::int64_t kBlock = 512;  // float partial sums per block, then accumulated in double
@@ -152,14 +150,17 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
   const std::int64_t Cg = s.C / s.G, HW = s.HW;
   parallel_for(s.N * s.G, threads, [&](std::int64_t ng) {
     std::int64_t n = ng / s.G, g = ng % s.G;
-    // dz of the whole group, kept (L2-resident) for the second pass instead of recomputing exp.
-    std::unique_ptr<A[]> dz(new A[Cg * HW]);
+    // dz of the whole group, kept (L2-resident) for the second pass instead of recomputing exp;
+    // the buffer is reused across calls (a fresh large allocation per task costs page faults).
+    thread_local std::vector<A> dz_buf;
+    if (dz_buf.size() < static_cast<size_t>(Cg * HW)) dz_buf.resize(Cg * HW);
+    A* dz = dz_buf.data();
     A m = mean[ng], r = rstd[ng];
     double gsum_dz = 0, gsum_dzx = 0;
     for (std::int64_t c = 0; c < Cg; ++c) {
       std::int64_t nc = n * s.C + g * Cg + c;
       const T *xr = x + nc * HW, *dyr = dy + nc * HW;
-      A* dzr = dz.get() + c * HW;
+      A* __restrict dzr = dz + c * HW;
       A a = k.a[nc], bb = k.bb[nc];
       double s1 = 0, s2 = 0;
       for (std::int64_t i0 = 0; i0 < HW; i0 += kBlock) {
@@ -197,7 +198,7 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
       std::int64_t nc = n * s.C + g * Cg + c;
       const T* xr = x + nc * HW;
       T* dxr = dx + nc * HW;
-      const A* dzr = dz.get() + c * HW;
+      const A* __restrict dzr = dz + c * HW;
       A gm = k.gamma[nc];
 #pragma omp simd
       for (std::int64_t i = 0; i < HW; ++i)
@@ -303,21 +304,24 @@ void bwd_cl(const NormBwdArgs& p, int threads) {
   std::vector<A> part(s.N * ch.count * C * 2);
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
     std::int64_t n = t / ch.count, r0 = (t % ch.count) * ch.rows_per, r1 = std::min(HW, r0 + ch.rows_per);
-    const A *an = k.a.data() + n * C, *bn = k.bb.data() + n * C, *mn = mc.data() + n * C, *rn = rc.data() + n * C;
-    std::vector<A> s1(C, A(0)), s2(C, A(0));
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const T *xr = x + (n * HW + r) * C, *dyr = dy + (n * HW + r) * C;
-#pragma omp simd
-      for (std::int64_t c = 0; c < C; ++c) {
-        A xc = to_acc(xr[c]) - mn[c];
-        A d = to_acc(dyr[c]) * act_grad(xc * an[c] + bn[c], s.silu);
-        s1[c] += d;
-        s2[c] += d * (xc * rn[c]);
-      }
-    }
     A* out = part.data() + t * C * 2;
-    std::copy(s1.begin(), s1.end(), out);
-    std::copy(s2.begin(), s2.end(), out + C);
+    std::fill(out, out + 2 * C, A(0));
+    auto rows = [&](auto silu) {
+      const A *__restrict an = k.a.data() + n * C, *__restrict bn = k.bb.data() + n * C;
+      const A *__restrict mn = mc.data() + n * C, *__restrict rn = rc.data() + n * C;
+      A *__restrict s1 = out, *__restrict s2 = out + C;
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const T *__restrict xr = x + (n * HW + r) * C, *__restrict dyr = dy + (n * HW + r) * C;
+#pragma omp simd
+        for (std::int64_t c = 0; c < C; ++c) {
+          A xc = to_acc(xr[c]) - mn[c];
+          A d = dz_of<decltype(silu)::value>(to_acc(dyr[c]), xc * an[c] + bn[c]);
+          s1[c] += d;
+          s2[c] += d * (xc * rn[c]);
+        }
+      }
+    };
+    if (s.silu) rows(std::true_type{}); else rows(std::false_type{});
   });
   // Group means of gamma*dz and gamma*dz*xhat, broadcast back per channel.
   std::vector<A> mB(s.N * C), mA(s.N * C);
@@ -342,18 +346,23 @@ void bwd_cl(const NormBwdArgs& p, int threads) {
   }
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
     std::int64_t n = t / ch.count, r0 = (t % ch.count) * ch.rows_per, r1 = std::min(HW, r0 + ch.rows_per);
-    const A *an = k.a.data() + n * C, *bn = k.bb.data() + n * C, *gn = k.gamma.data() + n * C;
-    const A *mn = mc.data() + n * C, *rn = rc.data() + n * C, *mBn = mB.data() + n * C, *mAn = mA.data() + n * C;
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const T *xr = x + (n * HW + r) * C, *dyr = dy + (n * HW + r) * C;
-      T* dxr = dx + (n * HW + r) * C;
+    auto rows = [&](auto silu) {
+      const A *__restrict an = k.a.data() + n * C, *__restrict bn = k.bb.data() + n * C;
+      const A *__restrict gn = k.gamma.data() + n * C, *__restrict mn = mc.data() + n * C;
+      const A *__restrict rn = rc.data() + n * C, *__restrict mBn = mB.data() + n * C;
+      const A *__restrict mAn = mA.data() + n * C;
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const T *__restrict xr = x + (n * HW + r) * C, *__restrict dyr = dy + (n * HW + r) * C;
+        T* __restrict dxr = dx + (n * HW + r) * C;
 #pragma omp simd
-      for (std::int64_t c = 0; c < C; ++c) {
-        A xc = to_acc(xr[c]) - mn[c];
-        A d = to_acc(dyr[c]) * act_grad(xc * an[c] + bn[c], s.silu);
-        dxr[c] = from_acc<T>(rn[c] * (gn[c] * d - mBn[c] - xc * rn[c] * mAn[c]));
+        for (std::int64_t c = 0; c < C; ++c) {
+          A xc = to_acc(xr[c]) - mn[c];
+          A d = dz_of<decltype(silu)::value>(to_acc(dyr[c]), xc * an[c] + bn[c]);
+          dxr[c] = from_acc<T>(rn[c] * (gn[c] * d - mBn[c] - xc * rn[c] * mAn[c]));
+        }
       }
-    }
+    };
+    if (s.silu) rows(std::true_type{}); else rows(std::false_type{});
   });
 }
 
