@@ -57,10 +57,13 @@ def run_impl(benchmark, impls: Dict[str, Callable[[], object]], impl: str, bytes
     for _ in range(warmup_calls):
         fn()
     gb.sync(device)
-    t0 = time.perf_counter()
-    fn()
-    gb.sync(device)
-    t = max(time.perf_counter() - t0, 1e-7)
+    calib = []
+    for _ in range(5):                                           # median: one lucky call must not
+        t0 = time.perf_counter()                                 # size 1000 rounds of a slow impl
+        fn()
+        gb.sync(device)
+        calib.append(time.perf_counter() - t0)
+    t = max(sorted(calib)[2], 1e-7)
 
     if device.type == "cuda":
         def target():
@@ -69,13 +72,15 @@ def run_impl(benchmark, impls: Dict[str, Callable[[], object]], impl: str, bytes
     else:
         target = fn
     iterations = max(1, min(1000, math.ceil(1e-3 / t)))        # >= ~1 ms per round: timer noise
-    rounds = max(7, min(1000, int(budget_s / (t * iterations))))
+    rounds = max(7, min(200, int(budget_s / (t * iterations))))
     if group:
         benchmark.group = group
     benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=2)
     if benchmark.stats is None:                                  # --benchmark-disable
         return None
-    row = gb.result_row(impl, benchmark.stats.stats.median, bytes_moved, copy_gbps, info)
+    st = benchmark.stats.stats
+    timing = gb.Timing(st.median, st.q1, st.q3, st.min, st.rounds, iterations)
+    row = gb.result_row(impl, st.median, bytes_moved, copy_gbps, info, timing)
     benchmark.extra_info.update(row)
     RESULTS.append(row)
     return row

@@ -91,9 +91,10 @@ def backend_error(name: str, device: torch.device) -> str | None:
     return f"unknown backend {name!r}"
 
 
-def resolve(op: str, device: torch.device, gpu_order=("cuda", "triton")) -> str:
-    """The backend that runs `op` on `device` now."""
-    name = current_backend()
+def resolve(op: str, device: torch.device, gpu_order=("cuda", "triton"), name: str | None = None) -> str:
+    """The backend that runs `op` on `device`: `name` if given (e.g. the one a forward pass used),
+    else the current selection."""
+    name = current_backend() if name is None or name == "auto" else name
     if name != "auto":
         err = backend_error(name, device)
         if err:

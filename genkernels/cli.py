@@ -142,6 +142,8 @@ def _bench(args) -> int:
     if not all_cases:
         print("genkernels bench: no cases selected", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     graphs = bool(args.cuda_graphs and dev.type == "cuda")
     budget = args.budget if args.budget is not None else (
         (0.3 if dev.type == "cuda" else (0.6 if args.quick else 0.8)))
@@ -201,6 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="timed seconds per impl per case (default 0.8 cpu, 0.6 cpu --quick, 0.3 cuda)")
     sp.add_argument("--cuda-graphs", action="store_true",
                     help="time CUDA-graph replays (GPU time without launch/dispatch overhead)")
+    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     sp.set_defaults(func=_bench)
     args = p.parse_args(argv)
     if not getattr(args, "func", None):

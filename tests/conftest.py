@@ -4,11 +4,15 @@ Without a GPU, the Triton backend is tested through Triton's interpreter on CPU 
 TRITON_INTERPRET=1 in the environment before triton is first imported, so it is set here.
 """
 import os
+import tempfile
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# A private Inductor cache per run: a cache left by an older checkout can hold graphs that call a
+# custom op with its old schema.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="gk-inductor-"))
 
 import pytest  # noqa: E402
 

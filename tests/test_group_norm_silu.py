@@ -118,10 +118,13 @@ def test_backward_matches_reference(backend, dtype, channels_last):
         p64 = {k: v.detach().double().requires_grad_() for k, v in p.items()}
         y64 = genkernels.group_norm_silu_reference(x64, G, **p64)
         want = torch.autograd.grad(y64, [x64] + list(p64.values()), gy.double())
+        # A one-element group has rstd = 1/sqrt(eps) ~ 316: dx is 0 up to rounding magnified by that.
+        degenerate = torch.Size(shape[2:]).numel() * shape[1] // G == 1
         for name, a, b in zip(["x"] + list(p), got, want):
             assert a.dtype == (dtype if name == "x" else p[name].dtype)
             # parameter grads sum over N*HW terms: allow for the longer accumulation
-            assert_close(a, b, dtype, scale=1 if name == "x" else 4, what=f"grad {name} {backend} {shape}")
+            scale = (50 if degenerate else 1) if name == "x" else 4
+            assert_close(a, b, dtype, scale=scale, what=f"grad {name} {backend} {shape}")
         assert same_layout(got[0], x)
 
 
@@ -196,7 +199,8 @@ def test_opcheck(backend):
                               (to_layout(x, True), 2, None, None, 1e-5, None, None, False))
         y, mean, rstd = torch.ops.genkernels.group_norm_silu(x, 4, p["weight"], None, 1e-5, None, None, True)
         torch.library.opcheck(torch.ops.genkernels.norm_backward.default,
-                              (torch.randn_like(y), x, mean, rstd, p["weight"], None, None, None, 4, 1e-5, True, True))
+                              (torch.randn_like(y), x, mean, rstd, p["weight"], None, None, None, 4, 1e-5, True, True,
+                               backend))
 
 
 def test_compile_fullgraph_no_graph_break():
@@ -319,3 +323,18 @@ def test_module_is_drop_in_for_groupnorm_silu():
     torch.testing.assert_close(shared(x), ref(x), atol=1e-5, rtol=1e-5)
     plain = GroupNormSiLU(8, 32, act=None, affine=False).to(DEVICE)
     torch.testing.assert_close(plain(x), F.group_norm(x, 8), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_runs_on_the_forward_backend(backend, monkeypatch):
+    """A backward taken after the `use_backend` block has ended still runs the forward's backend."""
+    from genkernels.ops import _norm
+
+    seen = []
+    real = _norm.norm_backward
+    monkeypatch.setattr(_norm, "norm_backward", lambda b, *a: seen.append(b) or real(b, *a))
+    x = torch.randn(1, 4, 2, 3, device=DEVICE, requires_grad=True)
+    with genkernels.use_backend(backend):
+        y = genkernels.group_norm_silu(x, 2)
+    y.sum().backward()
+    assert seen == [backend]

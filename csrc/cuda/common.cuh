@@ -2,8 +2,7 @@
 //   - element types: float, double, __half, __nv_bfloat16; acc_t<T> (double for double, else float);
 //     to_acc / from_acc<T> (round to nearest even); 16-byte vector loads/stores (Vec<T, V>)
 //   - warp and block reductions (deterministic: fixed shuffle/tree order)
-//   - host side: check(), DeviceGuard, sm_count(), as_stream(), is_aligned()
-//   - the definitions of gk::cuda_archs() / gk::cuda_runtime_version() (declared in launch.h)
+//   - host side: check(), DeviceGuard, sm_count(), as_stream(), is_aligned(), StreamBuffer (scratch)
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -11,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -22,11 +22,6 @@
 #endif
 
 namespace gk {
-
-// Defined in this header for every CUDA translation unit that includes it; weak, so the linker keeps
-// one copy whichever .cu files exist (an inline definition would not be emitted for module.cpp).
-__attribute__((weak)) const char* cuda_archs() { return GK_CUDA_ARCHS; }
-__attribute__((weak)) int cuda_runtime_version() { return CUDART_VERSION; }
 
 namespace cu {
 
@@ -111,7 +106,7 @@ __device__ __forceinline__ MeanM2<A> merge(const MeanM2<A>& a, const MeanM2<A>& 
 // ------------------------------------------------------------------ host side
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
-    cudaGetLastError();  // clear a sticky-free error so the next call starts clean
+    cudaGetLastError();  // reset the (non-sticky) error state so later calls start clean
     throw std::runtime_error(std::string("genkernels CUDA: ") + what + ": " + cudaGetErrorString(e));
   }
 }
@@ -157,14 +152,51 @@ inline bool is_aligned(const void* p, std::uintptr_t bytes) {
 template <class I>
 constexpr I ceil_div(I a, I b) { return (a + b - 1) / b; }
 
-// Stream-ordered scratch memory (cudaMallocAsync / cudaFreeAsync), freed when the scope ends.
+// Scratch memory pool of `device`, created on first use and kept for the process: stream-ordered
+// allocations (capturable in CUDA graphs) that keep up to 64 MiB cached between calls, without
+// touching the device's default pool, which torch or other libraries may configure. Null where the
+// device has no memory-pool support.
+inline cudaMemPool_t scratch_pool(int device) {
+  static std::mutex mu;
+  static cudaMemPool_t pools[64] = {};
+  static bool tried[64] = {};
+  if (device < 0 || device >= 64) return nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!tried[device]) {
+    tried[device] = true;
+    int supported = 0;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && supported) {
+      cudaMemPoolProps props = {};
+      props.allocType = cudaMemAllocationTypePinned;
+      props.location.type = cudaMemLocationTypeDevice;
+      props.location.id = device;
+      cudaMemPool_t pool = nullptr;
+      if (cudaMemPoolCreate(&pool, &props) == cudaSuccess) {
+        std::uint64_t keep = std::uint64_t(64) << 20;
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+        pools[device] = pool;
+      }
+    }
+    cudaGetLastError();  // a failed probe leaves no error behind
+  }
+  return pools[device];
+}
+
+// Scratch buffer for the launches of one call on `stream`, released (stream-ordered) at scope exit.
 class StreamBuffer {
  public:
-  StreamBuffer(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes) check(cudaMallocAsync(&ptr_, bytes, stream), "cudaMallocAsync");
+  // On the current device (the launcher's DeviceGuard has set it).
+  StreamBuffer(std::size_t bytes, cudaStream_t stream) : StreamBuffer(bytes, current_device(), stream) {}
+  StreamBuffer(std::size_t bytes, int device, cudaStream_t stream) : stream_(stream) {
+    if (!bytes) return;
+    pool_ = scratch_pool(device);
+    if (pool_) check(cudaMallocFromPoolAsync(&ptr_, bytes, pool_, stream), "cudaMallocFromPoolAsync");
+    else check(cudaMalloc(&ptr_, bytes), "cudaMalloc");  // no pools: cudaFree synchronises
   }
   ~StreamBuffer() {
-    if (ptr_) cudaFreeAsync(ptr_, stream_);
+    if (!ptr_) return;
+    if (pool_) cudaFreeAsync(ptr_, stream_);
+    else cudaFree(ptr_);
   }
   StreamBuffer(const StreamBuffer&) = delete;
   StreamBuffer& operator=(const StreamBuffer&) = delete;
@@ -172,7 +204,14 @@ class StreamBuffer {
   A* as() const { return static_cast<A*>(ptr_); }
 
  private:
+  static int current_device() {
+    int d = 0;
+    check(cudaGetDevice(&d), "cudaGetDevice");
+    return d;
+  }
+
   void* ptr_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;
   cudaStream_t stream_;
 };
 

@@ -156,17 +156,18 @@ def param_grads(sdz, sdzx, w, b, scale, one_plus_scale):
 @torch.library.custom_op("genkernels::norm_backward", mutates_args=())
 def norm_backward_op(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Optional[Tensor],
                      bias: Optional[Tensor], scale: Optional[Tensor], shift: Optional[Tensor],
-                     num_groups: int, eps: float, silu: bool, one_plus_scale: bool
+                     num_groups: int, eps: float, silu: bool, one_plus_scale: bool, backend: str
                      ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """`backend`: the one the forward ran on ("auto": resolve now)."""
     from ..backend import resolve
 
-    backend = resolve("norm_backward", x.device)
+    backend = resolve("norm_backward", x.device, name=backend)
     return tuple(t.contiguous() if i else t for i, t in enumerate(
         norm_backward(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale)))
 
 
 @norm_backward_op.register_fake
-def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale):
+def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale, backend):
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
     dx = torch.empty_like(x)
@@ -182,13 +183,14 @@ def fake_forward(x, num_groups):
 
 
 def autograd_backward(ctx, gy, G, eps, silu, one_plus_scale):
-    """Gradients for (x, weight, bias, scale, shift) from the saved forward state."""
+    """Gradients for (x, weight, bias, scale, shift) from the saved forward state, on the backend the
+    forward used (ctx.backend), even when the backward runs after a `use_backend` block has ended."""
     x, w, b, scale, shift, mean, rstd = ctx.saved_tensors
     if torch.is_grad_enabled():
         grads = differentiable_grads(gy, x, w, b, scale, shift, G, eps, silu, one_plus_scale)
     else:
         grads = torch.ops.genkernels.norm_backward(gy, x, mean, rstd, w, b, scale, shift, G, eps, silu,
-                                                   one_plus_scale)
+                                                   one_plus_scale, ctx.backend)
     need = ctx.needs_input_grad_for
     return [g.to(t.dtype) if (t is not None and n and g is not None) else None
             for g, t, n in zip(grads, (x, w, b, scale, shift), need)]

@@ -11,7 +11,7 @@ from typing import Tuple
 
 import torch
 
-from ..backend import resolve
+from ..backend import current_backend, resolve
 from . import _norm
 from ._common import check_param, check_tensor
 
@@ -36,6 +36,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, None, None, style_scale, style_bias, mean, rstd)
     ctx.eps = eps
     ctx.mark_non_differentiable(mean, rstd)
+    ctx.backend = current_backend()
     n = ctx.needs_input_grad
     ctx.needs_input_grad_for = (n[0], False, False, n[1], n[2])
 

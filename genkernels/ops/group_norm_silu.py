@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..backend import resolve
+from ..backend import current_backend, resolve
 from . import _norm
 from ._common import check_param, check_tensor
 
@@ -41,6 +41,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, w, b, scale, shift, mean, rstd)
     ctx.G, ctx.eps, ctx.silu = G, eps, silu
     ctx.mark_non_differentiable(mean, rstd)
+    ctx.backend = current_backend()
     n = ctx.needs_input_grad
     ctx.needs_input_grad_for = (n[0], n[2], n[3], n[5], n[6])
 

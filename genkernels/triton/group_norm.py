@@ -9,11 +9,14 @@ width (Cg = 1 for instance norm, non-powers of two such as 10 or 40) and either 
 many programs even at batch 1. A program owns one channel block of one "chunk" of ITERS consecutive
 spatial tiles of one sample.
 
-forward   1. _stats:    per (n, chunk, c) exact partial mean and M2 (two-pass inside each tile, tiles
-                        merged with Chan's formula) -> workspace ws[2, N, n_chunks, C]
-          2. _fwd_fin:  grid (N*G): merges the group's partials (weighted mean, then
-                        M2 = sum M2_k + cnt_k (mean_k - mean)^2) -> mean, rstd [N, G]
-          3. _fwd_apply: same grid as 1: y = act((x - mean) * (rstd w s) + (b s + shift))
+forward   1. _stats:    per (n, chunk, c) exact partial mean and M2 of x - K_c (K_c = x[n, c, 0]: a
+                        pivot that keeps float32 sums exact for large means; two-pass inside each
+                        tile, tiles merged with Chan's formula) -> workspace ws[2, N, n_chunks, C]
+          2. _fwd_fin:  grid (N*G): merges the group's partials around the group pivot P (weighted
+                        mean mu, then M2 = sum M2_k + cnt_k (mean_k - mu)^2) -> mean = P + mu, rstd
+                        [N, G], and mu [N, G] (workspace)
+          3. _fwd_apply: same grid as 1: y = act(((x - P) - mu) * (rstd w s) + (b s + shift)); using
+                        P and mu rather than the rounded float32 mean keeps y exact for large means.
 backward  1. _bwd_sums: per (n, chunk, c) sums of dz and dz*xhat -> workspace (deterministic, no atomics)
           2. _bwd_fin:  grid (N*G): sum_dz, sum_dz_xhat [N, C]; group means of gamma*dz and
                         gamma*dz*xhat (gamma = w s) -> [2, N, G]
@@ -33,7 +36,9 @@ import triton.language as tl
 _TILE = 2048            # elements per tile (per loop iteration of a program)
 _TARGET_PROGRAMS = 1024  # enough to fill a large GPU several times over before chunks get longer
 _MAX_ITERS = 8          # at most this many tiles per program
+_MAX_BLOCK_HW = 1024    # spatial extent of a channels-first tile
 _FIN_TILE = 2048        # elements of the finalisers' [BLOCK_K, BLOCK_CG] tiles
+_MAX_BLOCK_CG = 256     # channels of a group per finaliser tile (wider groups loop)
 
 
 def _np2(v: int) -> int:
@@ -46,7 +51,7 @@ def _plan(N: int, C: int, HW: int, channels_last: int):
         block_c = min(_np2(C), 64)
         block_hw = min(_np2(HW), max(1, _TILE // block_c))
     else:              # spatial contiguous
-        block_hw = min(_np2(HW), 1024)
+        block_hw = min(_np2(HW), _MAX_BLOCK_HW)
         block_c = min(_np2(C), max(1, _TILE // block_hw))
     n_cblocks = triton.cdiv(C, block_c)
     tiles_hw = triton.cdiv(HW, block_hw)
@@ -57,7 +62,7 @@ def _plan(N: int, C: int, HW: int, channels_last: int):
 
 
 def _fin_blocks(Cg: int, n_chunks: int):
-    block_cg = min(_np2(Cg), 256)
+    block_cg = min(_np2(Cg), _MAX_BLOCK_CG)
     block_k = min(_np2(n_chunks), max(1, _FIN_TILE // block_cg))
     return block_k, block_cg
 
@@ -123,6 +128,16 @@ def _coeffs(W, B, S, T, MEAN, RSTD, n, c, cmask, C, G, Cg,
 
 # ----------------------------------------------------------------------------------- forward
 @triton.jit
+def _pivot(xs, c, cmask, HW, CL: tl.constexpr):
+    """x[n, c, 0] for channels c of one sample: the shift that keeps sums exact for large means."""
+    if CL:
+        koff = c
+    else:
+        koff = c * HW
+    return tl.load(xs + koff, mask=cmask, other=0.0)
+
+
+@triton.jit(do_not_specialize=['N', 'ITERS', 'n_cblocks', 'n_chunks'])
 def _stats_kernel(X, WS, N, C, HW, CHUNK, ITERS, n_cblocks, n_chunks,
                   CL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     n, cb, k = _tile_ids(n_cblocks, n_chunks, CL)
@@ -130,14 +145,16 @@ def _stats_kernel(X, WS, N, C, HW, CHUNK, ITERS, n_cblocks, n_chunks,
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
     xs = X + n.to(tl.int64) * C * HW
+    K = _pivot(xs, c, cmask, HW, CL).to(acc_ty)
     hw0 = k * CHUNK
-    mean = tl.zeros([BLOCK_C], acc_ty)
+    mean = tl.zeros([BLOCK_C], acc_ty)  # of x - K over the rows merged so far
     m2 = tl.zeros([BLOCK_C], acc_ty)
     for it in range(ITERS):
         start = hw0 + it * BLOCK_HW
         hw = start + tl.arange(0, BLOCK_HW)
         mask = cmask[:, None] & (hw < HW)[None, :]
         x = tl.load(xs + _tile_offsets(c, hw, C, HW, CL), mask=mask, other=0.0).to(acc_ty)
+        x = tl.where(mask, x - K[:, None], 0.0)
         nb = tl.cast(tl.minimum(tl.maximum(HW - start, 0), BLOCK_HW), acc_ty)  # valid rows in this tile
         na = tl.cast(it * BLOCK_HW, acc_ty)                               # rows merged so far
         mb = tl.sum(x, axis=1) / tl.maximum(nb, 1.0)
@@ -152,9 +169,9 @@ def _stats_kernel(X, WS, N, C, HW, CHUNK, ITERS, n_cblocks, n_chunks,
     tl.store(dst + N * n_chunks * C, m2, mask=cmask)
 
 
-@triton.jit
-def _fwd_fin_kernel(WS, MEAN, RSTD, N, C, HW, G, Cg, CHUNK, n_chunks, eps,
-                    BLOCK_K: tl.constexpr, BLOCK_CG: tl.constexpr):
+@triton.jit(do_not_specialize=['N', 'G', 'Cg', 'n_chunks'])
+def _fwd_fin_kernel(X, WS, MEAN, RSTD, MU, N, C, HW, G, Cg, CHUNK, n_chunks, eps,
+                    CL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_CG: tl.constexpr):
     ng = tl.program_id(0)
     n = ng // G
     g = ng % G
@@ -162,41 +179,50 @@ def _fwd_fin_kernel(WS, MEAN, RSTD, N, C, HW, G, Cg, CHUNK, n_chunks, eps,
     total = tl.cast(Cg * HW, acc_ty)
     m2_off = N * n_chunks * C
     base = WS + n * n_chunks * C + g * Cg
+    xs = X + n.to(tl.int64) * C * HW
+    P = _pivot(xs, g * Cg + tl.arange(0, 1), tl.arange(0, 1) < 1, HW, CL).to(acc_ty)  # group pivot [1]
     kr = tl.arange(0, BLOCK_K)
     cr = tl.arange(0, BLOCK_CG)
+    # chunk means relative to P: u = (K_c - P) + (chunk mean of x - K_c)
     s1 = tl.zeros([BLOCK_K, BLOCK_CG], acc_ty)
-    for k0 in range(0, n_chunks, BLOCK_K):
-        kk = k0 + kr
-        cnt = tl.cast(tl.minimum(tl.maximum(HW - kk * CHUNK, 0), CHUNK), acc_ty)
-        for c0 in range(0, Cg, BLOCK_CG):
-            cc = c0 + cr
-            msk = (kk < n_chunks)[:, None] & (cc < Cg)[None, :]
+    for c0 in range(0, Cg, BLOCK_CG):
+        cc = c0 + cr
+        cm = cc < Cg
+        kp = tl.where(cm, _pivot(xs, g * Cg + cc, cm, HW, CL).to(acc_ty) - P, 0.0)
+        for k0 in range(0, n_chunks, BLOCK_K):
+            kk = k0 + kr
+            cnt = tl.cast(tl.minimum(tl.maximum(HW - kk * CHUNK, 0), CHUNK), acc_ty)
+            msk = (kk < n_chunks)[:, None] & cm[None, :]
             mk = tl.load(base + kk[:, None] * C + cc[None, :], mask=msk, other=0.0)
-            s1 += mk * cnt[:, None]
-    mean = tl.sum(tl.sum(s1, axis=1), axis=0) / total
+            s1 += tl.where(msk, (mk + kp[None, :]) * cnt[:, None], 0.0)
+    mu = tl.sum(tl.sum(s1, axis=1), axis=0) / total  # group mean - P
     q = tl.zeros([BLOCK_K, BLOCK_CG], acc_ty)
-    for k0 in range(0, n_chunks, BLOCK_K):
-        kk = k0 + kr
-        cnt = tl.cast(tl.minimum(tl.maximum(HW - kk * CHUNK, 0), CHUNK), acc_ty)
-        for c0 in range(0, Cg, BLOCK_CG):
-            cc = c0 + cr
-            msk = (kk < n_chunks)[:, None] & (cc < Cg)[None, :]
+    for c0 in range(0, Cg, BLOCK_CG):
+        cc = c0 + cr
+        cm = cc < Cg
+        kp = tl.where(cm, _pivot(xs, g * Cg + cc, cm, HW, CL).to(acc_ty) - P, 0.0)
+        for k0 in range(0, n_chunks, BLOCK_K):
+            kk = k0 + kr
+            cnt = tl.cast(tl.minimum(tl.maximum(HW - kk * CHUNK, 0), CHUNK), acc_ty)
+            msk = (kk < n_chunks)[:, None] & cm[None, :]
             ptr = base + kk[:, None] * C + cc[None, :]
             mk = tl.load(ptr, mask=msk, other=0.0)
             m2k = tl.load(ptr + m2_off, mask=msk, other=0.0)
-            d = mk - mean
+            d = mk + kp[None, :] - mu
             q += tl.where(msk, m2k + cnt[:, None] * d * d, 0.0)
     var = tl.sum(tl.sum(q, axis=1), axis=0) / total
-    tl.store(MEAN + ng, mean)
     if acc_ty == tl.float64:
         sd = tl.sqrt(var + eps)
     else:
         sd = tl.sqrt_rn(var + eps)  # IEEE-rounded (tl.sqrt may be approximate for float32)
+    mean = tl.sum(P, axis=0) + mu
+    tl.store(MEAN + ng, mean)
     tl.store(RSTD + ng, 1.0 / sd)
+    tl.store(MU + ng, mu)
 
 
-@triton.jit
-def _fwd_apply_kernel(X, Y, W, B, S, T, MEAN, RSTD, C, HW, G, Cg, CHUNK, ITERS, n_cblocks, n_chunks,
+@triton.jit(do_not_specialize=['G', 'Cg', 'ITERS', 'n_cblocks', 'n_chunks'])
+def _fwd_apply_kernel(X, Y, W, B, S, T, MEAN, RSTD, MU, C, HW, G, Cg, CHUNK, ITERS, n_cblocks, n_chunks,
                       CL: tl.constexpr, SILU: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                       HAS_S: tl.constexpr, HAS_T: tl.constexpr, ONE_PLUS_SCALE: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
@@ -209,13 +235,17 @@ def _fwd_apply_kernel(X, Y, W, B, S, T, MEAN, RSTD, C, HW, G, Cg, CHUNK, ITERS, 
     sample = n.to(tl.int64) * C * HW
     xs = X + sample
     ys = Y + sample
+    # x - mean as (x - P) - mu: P = x[n, first channel of the group, 0] and mu = mean - P, both exact
+    # where the rounded float32 mean is not (large means)
+    P = _pivot(xs, (c // Cg) * Cg, cmask, HW, CL).to(acc_ty)
+    mu = tl.load(MU + n * G + c // Cg, mask=cmask, other=0.0)
     hw0 = k * CHUNK
     for it in range(ITERS):
         hw = hw0 + it * BLOCK_HW + tl.arange(0, BLOCK_HW)
         mask = cmask[:, None] & (hw < HW)[None, :]
         offs = _tile_offsets(c, hw, C, HW, CL)
         x = tl.load(xs + offs, mask=mask, other=0.0).to(acc_ty)
-        z = (x - m[:, None]) * a[:, None] + beta[:, None]
+        z = ((x - P[:, None]) - mu[:, None]) * a[:, None] + beta[:, None]
         if SILU:
             z = z / (1.0 + tl.exp(-z))
         tl.store(ys + offs, z.to(Y.dtype.element_ty), mask=mask)
@@ -235,7 +265,7 @@ def _dz_xhat(x, dy, m, r, a, beta, SILU: tl.constexpr):
     return dz, xhat
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N', 'G', 'Cg', 'ITERS', 'n_cblocks', 'n_chunks'])
 def _bwd_sums_kernel(DY, X, W, B, S, T, MEAN, RSTD, WS, N, C, HW, G, Cg, CHUNK, ITERS, n_cblocks, n_chunks,
                      CL: tl.constexpr, SILU: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                      HAS_S: tl.constexpr, HAS_T: tl.constexpr, ONE_PLUS_SCALE: tl.constexpr,
@@ -267,7 +297,7 @@ def _bwd_sums_kernel(DY, X, W, B, S, T, MEAN, RSTD, WS, N, C, HW, G, Cg, CHUNK, 
     tl.store(dst + N * n_chunks * C, tl.sum(s2, axis=1), mask=cmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N', 'G', 'Cg', 'n_chunks'])
 def _bwd_fin_kernel(WS, W, S, SUM_DZ, SUM_DZX, GM, N, C, HW, G, Cg, n_chunks,
                     HAS_W: tl.constexpr, HAS_S: tl.constexpr, ONE_PLUS_SCALE: tl.constexpr,
                     BLOCK_K: tl.constexpr, BLOCK_CG: tl.constexpr):
@@ -313,7 +343,7 @@ def _bwd_fin_kernel(WS, W, S, SUM_DZ, SUM_DZX, GM, N, C, HW, G, Cg, n_chunks,
     tl.store(GM + N * G + ng, tl.sum(ga, axis=0) / total)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N', 'G', 'Cg', 'ITERS', 'n_cblocks', 'n_chunks'])
 def _bwd_apply_kernel(DY, X, W, B, S, T, MEAN, RSTD, GM, DX, N, C, HW, G, Cg, CHUNK, ITERS, n_cblocks, n_chunks,
                       CL: tl.constexpr, SILU: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                       HAS_S: tl.constexpr, HAS_T: tl.constexpr, ONE_PLUS_SCALE: tl.constexpr,
@@ -353,16 +383,17 @@ def group_norm_fwd(x, y, weight, bias, scale, shift, mean, rstd,
     Cg = C // G
     block_c, block_hw, n_cblocks, iters, chunk, n_chunks = _plan(N, C, HW, cl)
     ws = torch.empty((2, N, n_chunks, C), dtype=mean.dtype, device=x.device)
+    mu = torch.empty((N, G), dtype=mean.dtype, device=x.device)
     grid = (N * n_cblocks * n_chunks,)
     _stats_kernel[grid](x, ws, N, C, HW, chunk, iters, n_cblocks, n_chunks,
                         CL=cl, BLOCK_C=block_c, BLOCK_HW=block_hw)
     block_k, block_cg = _fin_blocks(Cg, n_chunks)
-    _fwd_fin_kernel[(N * G,)](ws, mean, rstd, N, C, HW, G, Cg, chunk, n_chunks, float(eps),
-                              BLOCK_K=block_k, BLOCK_CG=block_cg)
+    _fwd_fin_kernel[(N * G,)](x, ws, mean, rstd, mu, N, C, HW, G, Cg, chunk, n_chunks, float(eps),
+                              CL=cl, BLOCK_K=block_k, BLOCK_CG=block_cg)
     dummy = mean
     _fwd_apply_kernel[grid](
         x, y, dummy if weight is None else weight, dummy if bias is None else bias,
-        dummy if scale is None else scale, dummy if shift is None else shift, mean, rstd,
+        dummy if scale is None else scale, dummy if shift is None else shift, mean, rstd, mu,
         C, HW, G, Cg, chunk, iters, n_cblocks, n_chunks,
         CL=cl, SILU=bool(silu), HAS_W=weight is not None, HAS_B=bias is not None,
         HAS_S=scale is not None, HAS_T=shift is not None, ONE_PLUS_SCALE=bool(one_plus_scale),

@@ -3,9 +3,16 @@
 //
 // Per-sample coefficients are formed once in double; the element loop is branch-free float math
 // (double for float64 data) that the compiler vectorises, with 16-bit storage converted on load/store.
-// Work is split into chunks that never cross a sample, claimed dynamically by the thread pool.
+// Work is split into flat chunks (cut where samples change), claimed dynamically by the thread pool.
+// Outputs too large for the cache are written with non-temporal stores.
 #include <algorithm>
+#include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define GK_HAVE_STREAM 1
+#endif
 
 #include "common/ddim_args.h"
 #include "cpu/parallel.h"
@@ -46,18 +53,74 @@ void step_range(const T* __restrict x, const T* __restrict mu, const T* __restri
   }
 }
 
+// Copies nbytes from a cache-resident buffer to dst with non-temporal stores (dst 64-byte aligned):
+// outputs too large to stay in cache skip the read-for-ownership of ordinary stores.
+static inline void stream_out(void* dst, const void* src, std::size_t nbytes) {
+#ifdef GK_HAVE_STREAM
+  char* d = static_cast<char*>(dst);
+  const char* s = static_cast<const char*>(src);
+  std::size_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 64 <= nbytes; i += 64)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + i), _mm512_load_si512(reinterpret_cast<const void*>(s + i)));
+#elif defined(__AVX__)
+  for (; i + 32 <= nbytes; i += 32)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_load_si256(reinterpret_cast<const __m256i*>(s + i)));
+#else
+  for (; i + 16 <= nbytes; i += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_load_si128(reinterpret_cast<const __m128i*>(s + i)));
+#endif
+  if (i < nbytes) std::memcpy(d + i, s + i, nbytes - i);
+#else
+  std::memcpy(dst, src, nbytes);
+#endif
+}
+
+// The same range through an L1-resident staging block, written out with non-temporal stores.
+template <class T, bool GUIDE, bool CLIP, bool NOISE>
+void step_range_nt(const T* __restrict x, const T* __restrict mu, const T* __restrict mc, const T* __restrict z,
+                   T* __restrict prev, T* __restrict x0o, std::int64_t n, const Coef<acc_t<T>>& k,
+                   acc_t<T> s, acc_t<T> r) {
+  constexpr std::int64_t B = 1024 / sizeof(T) * 2;  // 2 KiB per output
+  alignas(64) T pb[B];
+  alignas(64) T ob[B];
+  std::int64_t i = 0;
+  // ordinary stores up to the first 64-byte boundary of both outputs (they share alignment mod 64 when
+  // the tensors do; otherwise everything goes the ordinary way)
+  const auto mis = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) & 63u; };
+  if (mis(prev) != mis(x0o) || mis(prev) % sizeof(T)) {
+    step_range<T, GUIDE, CLIP, NOISE>(x, mu, mc, z, prev, x0o, n, k, s, r);
+    return;
+  }
+  std::int64_t head = mis(prev) ? std::min<std::int64_t>(n, (64 - mis(prev)) / sizeof(T)) : 0;
+  if (head) step_range<T, GUIDE, CLIP, NOISE>(x, mu, mc, z, prev, x0o, head, k, s, r);
+  for (i = head; i < n; i += B) {
+    const std::int64_t len = std::min(B, n - i);
+    step_range<T, GUIDE, CLIP, NOISE>(x + i, mu + i, GUIDE ? mc + i : mc, NOISE ? z + i : z, pb, ob, len, k, s, r);
+    stream_out(prev + i, pb, std::size_t(len) * sizeof(T));
+    stream_out(x0o + i, ob, std::size_t(len) * sizeof(T));
+  }
+#ifdef GK_HAVE_STREAM
+  _mm_sfence();
+#endif
+}
+
 template <class T>
 using RangeFn = void (*)(const T*, const T*, const T*, const T*, T*, T*, std::int64_t, const Coef<acc_t<T>>&,
                          acc_t<T>, acc_t<T>);
 
 template <class T, bool G, bool C>
-RangeFn<T> pick3(bool noise) {
+RangeFn<T> pick3(bool noise, bool nt) {
+  if (nt) return noise ? &step_range_nt<T, G, C, true> : &step_range_nt<T, G, C, false>;
   return noise ? &step_range<T, G, C, true> : &step_range<T, G, C, false>;
 }
 template <class T, bool G>
-RangeFn<T> pick2(bool clip, bool noise) {
-  return clip ? pick3<T, G, true>(noise) : pick3<T, G, false>(noise);
+RangeFn<T> pick2(bool clip, bool noise, bool nt) {
+  return clip ? pick3<T, G, true>(noise, nt) : pick3<T, G, false>(noise, nt);
 }
+
+// Outputs larger than this many bytes (together) are written with non-temporal stores.
+constexpr std::int64_t kStreamBytes = std::int64_t(24) << 20;
 
 template <class T>
 void run(const StepArgs& p, int threads) {
@@ -77,22 +140,25 @@ void run(const StepArgs& p, int threads) {
   const T* z = static_cast<const T*>(p.noise);
   T* prev = static_cast<T*>(p.prev);
   T* x0 = static_cast<T*>(p.x0);
-  RangeFn<T> fn = p.guidance ? pick2<T, true>(p.clip, noise) : pick2<T, false>(p.clip, noise);
+  const std::int64_t total = N * L;
+  const bool nt = total * std::int64_t(sizeof(T)) * 2 > kStreamBytes;
+  RangeFn<T> fn = p.guidance ? pick2<T, true>(p.clip, noise, nt) : pick2<T, false>(p.clip, noise, nt);
   const A s = A(p.gscale), r = A(p.clip_range);
 
-  // Chunks of 4K..64K elements (a multiple of 64), about 4 per thread; small steps run inline.
-  const std::int64_t total = N * L;
+  // Flat chunks of 4K..64K elements (a multiple of 64), about 4 per thread, split where samples
+  // change; small steps run inline.
   if (total < (std::int64_t(1) << 15)) threads = 1;
   std::int64_t chunk = (total + std::int64_t(threads) * 4 - 1) / (std::int64_t(threads) * 4);
   chunk = std::min<std::int64_t>(std::max<std::int64_t>(chunk, 4096), 65536);
   chunk = (chunk + 63) / 64 * 64;
-  const std::int64_t per = (L + chunk - 1) / chunk;
-  parallel_for(N * per, threads, [&](std::int64_t t) {
-    const std::int64_t n = t / per, i0 = (t % per) * chunk, len = std::min(chunk, L - i0);
-    const std::int64_t off = n * L + i0;
-    const T* mu = m + off;
-    const T* mc = p.guidance ? m + (N + n) * L + i0 : nullptr;
-    fn(x + off, mu, mc, noise ? z + off : nullptr, prev + off, x0 + off, len, coef[n], s, r);
+  parallel_for((total + chunk - 1) / chunk, threads, [&](std::int64_t t) {
+    const std::int64_t hi = std::min(total, (t + 1) * chunk);
+    for (std::int64_t e = t * chunk; e < hi;) {
+      const std::int64_t n = e / L, i0 = e - n * L, len = std::min(L - i0, hi - e);
+      const T* mc = p.guidance ? m + (N + n) * L + i0 : nullptr;
+      fn(x + e, m + e, mc, noise ? z + e : nullptr, prev + e, x0 + e, len, coef[n], s, r);
+      e += len;
+    }
   });
 }
 

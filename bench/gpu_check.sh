@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# The one prepared script for a lent GPU (H100, no network): build for sm_90, GPU tests, GPU
+# benchmarks, compute-sanitizer memcheck. Runs from anywhere; works in the repository root.
+#
+#   OUT=/some/dir bash bench/gpu_check.sh
+#
+# Writes $OUT/gpu_check.log (everything), $OUT/bench_cuda*.json/.png, $OUT/pytest_gpu.xml (at most
+# 6 files). Every step has its own time limit and the whole script stops before GPU_CHECK_BUDGET
+# seconds (default 450); a failing step is reported and later steps still run.
+# Exit status: 0 all steps passed, 1 a step failed, 2 no GPU (CUDA steps skipped, nothing failed).
+#
+# Environment: PYTHON (default: the first of python, python3 that imports torch),
+# GPU_CHECK_BUDGET (seconds), GPU_CHECK_BUILD=always (build even without a GPU: compile check),
+# GPU_CHECK_ARCHS (default 90).
+set -u -o pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+REPO=$(pwd)
+OUT=${OUT:-$REPO/bench/results/gpu_check}
+mkdir -p "$OUT" "$REPO/bench/results"
+OUT=$(cd "$OUT" && pwd)
+LOG="$OUT/gpu_check.log"
+exec > >(tee "$LOG") 2>&1
+TEE_PID=$!
+
+START=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET:-450}
+DEADLINE=$((START + BUDGET))
+ARCHS=${GPU_CHECK_ARCHS:-90}
+PASSED=() FAILED=() SKIPPED=()
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c "import torch" 2>/dev/null; then PY=$(command -v "$cand"); break; fi
+  done
+fi
+PY=${PY:-python3}
+export PY REPO ARCHS OUT
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"   # the in-place build is imported from the tree
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+unset TRITON_INTERPRET GENKERNELS_BACKEND                # real GPU runs, backend "auto"
+export MPLBACKEND=Agg
+
+# step NAME LIMIT_SECONDS CMD...: runs CMD under `timeout`, clamped to the time left; records the result.
+step() {
+  local name=$1 limit=$2; shift 2
+  local left=$((DEADLINE - $(date +%s) - 5))
+  if [ "$left" -lt 15 ]; then
+    echo "=== [$name] SKIPPED: out of time (${left}s left of ${BUDGET}s)"
+    SKIPPED+=("$name (out of time)"); return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo
+  echo "=== [$name] limit ${limit}s, $(date +%T): $*"
+  local t0 rc
+  t0=$(date +%s)
+  if declare -F "$1" >/dev/null; then   # a function of this script: run it in a child bash
+    timeout --signal=TERM --kill-after=15 "$limit" bash -c "$(declare -f "$1"); $(printf '%q ' "$@")"
+  else
+    timeout --signal=TERM --kill-after=15 "$limit" "$@"
+  fi
+  rc=$?
+  local dt=$(( $(date +%s) - t0 ))
+  if [ "$rc" -eq 0 ]; then
+    echo "=== [$name] OK (${dt}s)"; PASSED+=("$name (${dt}s)")
+  else
+    local why="exit $rc"; { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && why="TIMED OUT after ${limit}s"
+    echo "=== [$name] FAILED: $why (${dt}s)"; FAILED+=("$name: $why")
+  fi
+  return 0
+}
+
+skip() { echo; echo "=== [$1] SKIPPED: $2"; SKIPPED+=("$1 ($2)"); }
+
+versions() {
+  echo "--- nvidia-smi"
+  if command -v nvidia-smi >/dev/null; then nvidia-smi || true; else echo "nvidia-smi: not found"; fi
+  echo "--- tools"
+  echo "python: $PY"
+  "$PY" - <<'EOF'
+import sys, platform
+print("python", sys.version.split()[0], platform.platform())
+try:
+    import torch
+    print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+          "devices", torch.cuda.device_count())
+    if torch.cuda.is_available():
+        print("gpu", torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))
+except Exception as e:
+    print("torch: not importable:", e)
+for m in ("triton", "pybind11", "pytest", "pytest_benchmark", "tqdm", "matplotlib", "numpy"):
+    try:
+        mod = __import__(m)
+        print(m, getattr(mod, "__version__", "?"))
+    except Exception as e:
+        print(m, "not importable:", type(e).__name__)
+EOF
+  for t in nvcc cmake ninja compute-sanitizer; do
+    if command -v "$t" >/dev/null; then echo "$t: $("$t" --version 2>&1 | grep -iE 'release|version|^[0-9]' | head -1)"
+    else echo "$t: not found on PATH"; fi
+  done
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores"
+  return 0
+}
+
+build() {
+  # setup.py drives CMake+ninja; build_ext --inplace needs no network (pip's build isolation would).
+  GENKERNELS_CUDA=1 GENKERNELS_CUDA_ARCHS="$ARCHS" GENKERNELS_JOBS="$(nproc)" \
+    GENKERNELS_BUILD_DIR="$REPO/build/gpu-check-sm$ARCHS" \
+    "$PY" setup.py -q build_ext --inplace || return 1
+  ls -l "$REPO"/genkernels/_C*.so
+  "$PY" -c "import genkernels._C_cuda as m; print('genkernels._C_cuda archs', m.archs, 'runtime', m.runtime_version)"
+}
+
+collect() { cp -f "$REPO"/bench/results/bench_cuda*.json "$REPO"/bench/results/bench_cuda*.png "$OUT"/ 2>/dev/null; return 0; }
+
+SANITIZE_PY=$(mktemp /tmp/gk_sanitize_XXXX.py)
+export SANITIZE_PY
+trap 'rm -f "$SANITIZE_PY"' EXIT
+cat > "$SANITIZE_PY" <<'EOF'
+"""Calls every genkernels GPU kernel once (forward and backward, small odd shapes, fp32 and fp16,
+NCHW and channels_last) for compute-sanitizer. Python-level errors in the calls of ops whose
+signature may differ are reported as WARN; a CUDA error exits 1."""
+import sys
+import torch
+import genkernels
+
+dev = torch.device("cuda")
+cuda_errors, warns = [], []
+
+
+def run(label, fn):
+    try:
+        fn()
+        torch.cuda.synchronize()
+        print("OK  ", label, flush=True)
+    except Exception as e:
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        is_cuda = any(k in str(e) for k in ("CUDA error", "[CUDA]", "illegal memory", "misaligned address",
+                                            "unspecified launch failure", "cudaError"))
+        (cuda_errors if is_cuda else warns).append(f"{label}: {msg}")
+        print("FAIL" if is_cuda else "WARN", label, msg, flush=True)
+
+
+def rnd(*shape, dtype=torch.float32, cl=False, grad=False):
+    t = torch.randn(*shape, device=dev, dtype=dtype)
+    if cl:
+        t = t.contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.contiguous_format)
+    return t.requires_grad_(grad)
+
+
+def fwd_bwd(f, *inputs):
+    y = f(*inputs)
+    y = y[0] if isinstance(y, tuple) else y
+    wrt = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    if wrt:
+        torch.autograd.grad(y, wrt, torch.randn_like(y))
+
+
+backends = [b for b in genkernels.available_backends("cuda") if b in ("cuda", "triton")]
+print("backends under test:", backends)
+if not backends:
+    print("no GPU backend available"); sys.exit(1)
+for be in backends:
+    with genkernels.use_backend(be):
+        for dt in (torch.float32, torch.float16):
+            for cl in (False, True):
+                tag = f"[{be} {str(dt)[6:]} {'cl' if cl else 'nchw'}]"
+                if hasattr(genkernels, "group_norm_silu"):
+                    run(f"group_norm_silu {tag}", lambda: fwd_bwd(
+                        lambda x, w, b, s, h: genkernels.group_norm_silu(x, 8, w, b, scale=s, shift=h),
+                        rnd(2, 48, 5, 7, dtype=dt, cl=cl, grad=True), rnd(48, dtype=dt, grad=True),
+                        rnd(48, dtype=dt, grad=True), rnd(2, 48, dtype=dt, grad=True), rnd(2, 48, dtype=dt, grad=True)))
+                    run(f"group_norm_silu act=None 3d {tag}", lambda: fwd_bwd(
+                        lambda x: genkernels.group_norm_silu(x, 4, act=None), rnd(3, 12, 33, dtype=dt, grad=True)))
+                if hasattr(genkernels, "adain"):
+                    run(f"adain {tag}", lambda: fwd_bwd(genkernels.adain, rnd(2, 24, 9, 11, dtype=dt, cl=cl, grad=True),
+                                                         rnd(2, 24, dtype=dt, grad=True), rnd(2, 24, dtype=dt, grad=True)))
+            if hasattr(genkernels, "vq_nearest"):
+                run(f"vq_nearest [{be} {dt}]", lambda: genkernels.vq_nearest(rnd(37, 16, dtype=dt), rnd(50, 16, dtype=dt)))
+            if hasattr(genkernels, "attention"):
+                for lk in (77, 130):
+                    run(f"attention Lk={lk} [{be} {dt}]", lambda: fwd_bwd(
+                        genkernels.attention, rnd(2, 3, 19, 40, dtype=dt, grad=True), rnd(2, 3, lk, 40, dtype=dt, grad=True),
+                        rnd(2, 3, lk, 40, dtype=dt, grad=True)))
+            if hasattr(genkernels, "ddim_step"):
+                run(f"ddim_step [{be} {dt}]", lambda: genkernels.ddim_step(
+                    rnd(2, 4, 9, 9, dtype=dt), rnd(2, 4, 9, 9, dtype=dt), 0.5, 0.6, eta=0.3, noise=rnd(2, 4, 9, 9, dtype=dt)))
+                run(f"ddim_step cfg [{be} {dt}]", lambda: genkernels.ddim_step(
+                    rnd(2, 4, 9, 9, dtype=dt), rnd(4, 4, 9, 9, dtype=dt), torch.full((2,), 0.5, device=dev),
+                    torch.full((2,), 0.6, device=dev), guidance_scale=7.5))
+print(f"{len(cuda_errors)} CUDA errors, {len(warns)} warnings")
+for m in cuda_errors + warns:
+    print("  ", m)
+sys.exit(1 if cuda_errors else 0)
+EOF
+
+sanitize() {
+  local cs
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+  if [ -z "$cs" ]; then echo "compute-sanitizer: not found, nothing to do"; return 0; fi
+  # One cudaMalloc per tensor, so an out-of-bounds access cannot land inside a pooled block.
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 3 --print-limit 20 \
+    "$PY" "$SANITIZE_PY"
+}
+
+echo "genkernels gpu_check: $(date -Is) in $REPO, budget ${BUDGET}s, archs sm_$ARCHS, OUT=$OUT"
+step versions 40 versions
+
+HAVE_GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+if [ "$HAVE_GPU" != 1 ]; then
+  echo; echo "!!! no GPU: torch.cuda.is_available() is not True; the CUDA steps are skipped"
+fi
+
+if [ "$HAVE_GPU" = 1 ] || [ "${GPU_CHECK_BUILD:-}" = always ]; then
+  step "build sm_$ARCHS" 180 build
+else
+  skip "build sm_$ARCHS" "no GPU (GPU_CHECK_BUILD=always builds anyway)"
+fi
+
+step info 60 "$PY" -m genkernels.cli info
+
+if [ "$HAVE_GPU" = 1 ]; then
+  step "gpu tests" 110 "$PY" -m pytest tests -q -m "not slow" --maxfail=20 -rfE -p no:cacheprovider \
+    --junitxml="$OUT/pytest_gpu.xml"
+  # Keep ~80 s for the sanitizer: the bench step writes partial results when cut short.
+  bench_limit=$(( DEADLINE - $(date +%s) - 90 )); [ "$bench_limit" -gt 200 ] && bench_limit=200
+  [ "$bench_limit" -lt 30 ] && bench_limit=30
+  step "bench cuda" "$bench_limit" "$PY" -m genkernels.cli bench --device cuda --out bench/results
+  collect
+  step "compute-sanitizer memcheck" 80 sanitize
+  if [ $((DEADLINE - $(date +%s))) -gt 60 ]; then
+    step "bench cuda graphs (quick)" 50 "$PY" -m genkernels.cli bench --device cuda --quick --cuda-graphs \
+      --out bench/results
+    collect
+  else
+    skip "bench cuda graphs (quick)" "not enough time left"
+  fi
+else
+  skip "gpu tests" "no GPU"
+  skip "bench cuda" "no GPU"
+  skip "compute-sanitizer memcheck" "no GPU"
+  skip "bench cuda graphs (quick)" "no GPU"
+fi
+
+echo
+echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
+for s in "${PASSED[@]+"${PASSED[@]}"}"; do echo "  passed   $s"; done
+for s in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  skipped  $s"; done
+for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "  FAILED   $s"; done
+echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+status=0
+if [ "${#FAILED[@]}" -gt 0 ]; then status=1; elif [ "$HAVE_GPU" != 1 ]; then status=2; fi
+echo "exit status $status"
+exec 1>&- 2>&-
+wait "$TEE_PID" 2>/dev/null
+exit "$status"

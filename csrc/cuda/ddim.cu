@@ -1,0 +1,135 @@
+// CUDA DDIM / DDPM step with fused classifier-free guidance: one launch, one read of each input,
+// one write of each output. Semantics, coefficient algebra and argument order: csrc/common/ddim_args.h.
+//
+// Grid: (x: chunks of one sample, y: samples). Each thread forms its sample's coefficients from the
+// scalar alphas or the alpha tensors (a few flops, no host sync), then streams 16-byte vectors
+// (4 float / 8 half / 2 double) when every pointer is 16-byte aligned and L is a multiple of the
+// vector width, else single elements. Arithmetic in float (double for float64 data).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "common/ddim_args.h"
+#include "cuda/launch.h"
+
+namespace gk {
+namespace {
+
+template <class T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ double ld(double v) { return v; }
+__device__ __forceinline__ float ld(__half v) { return __half2float(v); }
+__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T> __device__ __forceinline__ T st(float v);
+template <> __device__ __forceinline__ float st<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <class T> __device__ __forceinline__ T st(double v) { return v; }
+
+template <class T, int V>
+struct alignas(sizeof(T) * V) Vec { T v[V]; };
+
+struct Params {
+  const void *x, *m, *z, *at, *ap;
+  void *prev, *x0;
+  long long N, L, at_stride, ap_stride;
+  int kind, pred, at_dtype, ap_dtype;
+  bool clip, use_clipped, guide;
+  double at_v, ap_v, eta, gscale, r;
+};
+
+constexpr int kThreads = 256;
+constexpr int kVecsPerThread = 4;
+
+template <class T, int V>
+__global__ void __launch_bounds__(kThreads) ddim_step_kernel(Params p) {
+  using A = typename AccOf<T>::type;
+  using VT = Vec<T, V>;
+  const bool noise = p.z != nullptr;
+  const long long nvec = p.L / V;
+  const A s = A(p.gscale), r = A(p.r);
+  for (long long n = blockIdx.y; n < p.N; n += gridDim.y) {
+    const A at = A(read_alpha(p.at, p.at_dtype, p.at_stride, n, p.at_v));
+    const A ap = A(read_alpha(p.ap, p.ap_dtype, p.ap_stride, n, p.ap_v));
+    const StepCoef<A> k = step_coef<A>(p.kind, p.pred, p.use_clipped, noise, at, ap, A(p.eta));
+    const VT* x = reinterpret_cast<const VT*>(static_cast<const T*>(p.x) + n * p.L);
+    const VT* mu = reinterpret_cast<const VT*>(static_cast<const T*>(p.m) + n * p.L);
+    const VT* mc = reinterpret_cast<const VT*>(static_cast<const T*>(p.m) + (p.N + n) * p.L);
+    const VT* z = reinterpret_cast<const VT*>(static_cast<const T*>(p.z) + n * p.L);
+    VT* prev = reinterpret_cast<VT*>(static_cast<T*>(p.prev) + n * p.L);
+    VT* x0o = reinterpret_cast<VT*>(static_cast<T*>(p.x0) + n * p.L);
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < nvec;
+         i += (long long)gridDim.x * blockDim.x) {
+      const VT xv = x[i], uv = mu[i];
+      VT cv, zv, pv, ov;
+      if (p.guide) cv = mc[i];
+      if (noise) zv = z[i];
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const A xe = ld(xv.v[j]);
+        A m = ld(uv.v[j]);
+        if (p.guide) m = m + s * (ld(cv.v[j]) - m);
+        A x0 = k.A * xe + k.B * m;
+        if (p.clip) x0 = x0 < -r ? -r : (x0 > r ? r : x0);  // NaN passes through, as torch.clamp
+        A pr = k.G * x0 + k.H * xe + k.K * m;
+        if (noise) pr += k.S * ld(zv.v[j]);
+        pv.v[j] = st<T>(pr);
+        ov.v[j] = st<T>(x0);
+      }
+      prev[i] = pv;
+      x0o[i] = ov;
+    }
+  }
+}
+
+template <class T>
+void launch(const StepArgs& a, cudaStream_t stream) {
+  Params p{a.x, a.m, a.noise, a.alpha_t, a.alpha_prev, a.prev, a.x0, a.N, a.L, a.at_stride, a.ap_stride,
+           a.kind, a.pred, a.at_dtype, a.ap_dtype, a.clip, a.use_clipped, a.guidance,
+           a.at, a.ap, a.eta, a.gscale, a.clip_range};
+  constexpr int V = 16 / sizeof(T);
+  auto aligned = [](const void* q) { return (reinterpret_cast<std::uintptr_t>(q) & 15u) == 0; };
+  const bool vec = a.L % V == 0 && aligned(a.x) && aligned(a.m) && aligned(a.prev) && aligned(a.x0) &&
+                   (a.noise == nullptr || aligned(a.noise));
+  const int v = vec ? V : 1;
+  const long long nvec = a.L / v;
+  const long long per_block = (long long)kThreads * kVecsPerThread;
+  dim3 grid((unsigned)std::min<long long>(std::max<long long>((nvec + per_block - 1) / per_block, 1), 65535),
+            (unsigned)std::min<long long>(a.N, 65535));
+  if (vec)
+    ddim_step_kernel<T, V><<<grid, kThreads, 0, stream>>>(p);
+  else
+    ddim_step_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p);
+}
+
+}  // namespace
+
+void cuda_ddim_step(const Flat& f, int device, std::uintptr_t stream) {
+  StepArgs a(f);
+  if (a.N <= 0 || a.L <= 0) return;
+  int prev_device = -1;
+  cudaGetDevice(&prev_device);
+  if (prev_device != device) cudaSetDevice(device);
+  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+  switch (f.dtype) {
+    case kFloat32: launch<float>(a, s); break;
+    case kFloat64: launch<double>(a, s); break;
+    case kFloat16: launch<__half>(a, s); break;
+    case kBFloat16: launch<__nv_bfloat16>(a, s); break;
+    default:
+      if (prev_device != device) cudaSetDevice(prev_device);
+      throw std::invalid_argument("ddim_step: unsupported dtype code");
+  }
+  cudaError_t err = cudaGetLastError();
+  if (prev_device != device) cudaSetDevice(prev_device);
+  if (err != cudaSuccess) throw std::runtime_error(std::string("ddim_step: CUDA launch failed: ") + cudaGetErrorString(err));
+}
+
+}  // namespace gk

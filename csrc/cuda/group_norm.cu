@@ -1,0 +1,513 @@
+// CUDA group/instance normalisation (+ optional FiLM and SiLU), forward and backward.
+// Semantics and argument order: csrc/common/norm_args.h; CPU twin: csrc/cpu/kernels/group_norm.cpp.
+//
+// Three launches per direction, all deterministic (fixed reduction order, no atomics):
+//   1. stats:    per (n, chunk, channel) partial sums into a stream-ordered scratch buffer
+//                  forward:  sum(x - K), sum((x - K)^2) with K = the channel's first element (shifted
+//                            sums: exact for large means; chunks of a channel share K, so they add up)
+//                  backward: sum(dz), sum(dz * xhat), dz recomputed from x
+//   2. finalize: one block per (n, group): adds the chunks of each channel and merges the channels
+//                with Chan's formula -> mean/rstd (forward); sum_dz/sum_dz_xhat and the group means
+//                of gamma*dz and gamma*dz*xhat (backward)
+//   3. apply:    y = act(z) (forward) / dx (backward), elementwise with per-channel coefficients
+// x is read twice per direction (the second read usually hits L2), dy twice, y/dx written once.
+//
+// Channels-first [N, C, HW]: a warp owns a "piece", a contiguous span of one channel row; rows longer
+//   than needed to fill the GPU are split into chunks. 16-byte loads when HW allows.
+// Channels-last [N, HW, C]: a block of tx * ty threads owns (n, channel tile, chunk of rows); thread
+//   (tx, ty) keeps the same 16-byte column of channels for every row it visits (rows ty, ty + ty_dim,
+//   ...), so a warp reads consecutive memory; partials are reduced over ty in shared memory.
+#include <algorithm>
+#include <climits>
+
+#include "common/norm_args.h"
+#include "cuda/common.cuh"
+
+namespace gk {
+namespace {
+using namespace cu;
+
+enum Mode : int { kFwdStats = 0, kFwdApply = 1, kBwdStats = 2, kBwdApply = 3 };
+constexpr bool is_stats(int m) { return m == kFwdStats || m == kBwdStats; }
+constexpr bool is_bwd(int m) { return m >= kBwdStats; }
+
+constexpr int kThreads = 256;           // threads per block of the streaming kernels
+constexpr int kWarps = kThreads / 32;
+constexpr int kUnroll = 4;              // independent vector loads in flight per thread (forward)
+// The backward loads two tensors per element and keeps more per-channel constants: half the unroll
+// keeps it at or under 128 registers (two blocks per SM) with the same bytes in flight.
+constexpr int unroll_of(int mode) { return is_bwd(mode) ? kUnroll / 2 : kUnroll; }
+
+template <class T>
+struct Args {
+  using A = acc_t<T>;
+  const T* x;
+  const T* dy;   // backward only
+  T* out;        // y (forward) or dx (backward)
+  const A *w, *b, *scale, *shift;  // null = absent
+  A *mean, *rstd;                  // [N, G]: written by the forward's finalize, read otherwise
+  A* part;                         // [N, chunks, C, 2] partial sums
+  A* gm;                           // [N, G, 2] backward: mean_g(gamma dz), mean_g(gamma dz xhat)
+  A *sum_dz, *sum_dzx;             // [N, C] backward outputs
+  std::int64_t N, C, HW, G, Cg;
+  std::int64_t chunks;  // chunks per channel row (channels-first) or per sample's rows (channels-last)
+  std::int64_t len;     // elements per chunk (channels-first) or rows per chunk (channels-last)
+  int tiles, tx, ty;    // channels-last: channel tiles, block shape (tx vector columns x ty rows)
+  A eps;
+  bool silu, one_plus_scale;
+};
+
+// Per-channel constants of one pass (meaning depends on the mode):
+//   kFwdStats: m = shift K.   kFwdApply: z = (x - m) * a + bb.
+//   kBwdStats: z as above, c1 = rstd.   kBwdApply: z as above, dx = c1 * dz - c2 - (x - m) * c3.
+template <class A>
+struct Coef {
+  A m, a, bb, c1, c2, c3;
+};
+
+template <class T>
+__device__ __forceinline__ acc_t<T> film_scale(const Args<T>& p, std::int64_t nc) {
+  using A = acc_t<T>;
+  if (!p.scale) return A(1);
+  return p.one_plus_scale ? A(1) + p.scale[nc] : p.scale[nc];
+}
+
+template <class T, int MODE, bool CL>
+__device__ __forceinline__ Coef<acc_t<T>> make_coef(const Args<T>& p, std::int64_t n, std::int64_t c) {
+  using A = acc_t<T>;
+  Coef<A> k{A(0), A(0), A(0), A(0), A(0), A(0)};
+  if constexpr (MODE == kFwdStats) {
+    k.m = to_acc(p.x[CL ? n * p.HW * p.C + c : (n * p.C + c) * p.HW]);
+  } else {
+    const std::int64_t ng = n * p.G + c / p.Cg, nc = n * p.C + c;
+    const A r = p.rstd[ng], s = film_scale(p, nc);
+    const A w = p.w ? p.w[c] : A(1), b = p.b ? p.b[c] : A(0);
+    const A gamma = w * s;
+    k.m = p.mean[ng];
+    k.a = r * gamma;
+    k.bb = b * s + (p.shift ? p.shift[nc] : A(0));
+    if constexpr (MODE == kBwdStats) k.c1 = r;
+    if constexpr (MODE == kBwdApply) {
+      k.c1 = r * gamma;
+      k.c2 = r * p.gm[2 * ng];
+      k.c3 = r * r * p.gm[2 * ng + 1];
+    }
+  }
+  return k;
+}
+
+template <class T, class A>
+__device__ __forceinline__ A act(A z, bool silu) {
+  return silu ? z / (A(1) + exp_t<T>(-z)) : z;
+}
+
+// d act / d z: s * (1 + z * (1 - s)) with s = sigmoid(z).
+template <class T, class A>
+__device__ __forceinline__ A act_grad(A z, bool silu) {
+  if (!silu) return A(1);
+  const A s = A(1) / (A(1) + exp_t<T>(-z));
+  return s * (A(1) + z * (A(1) - s));
+}
+
+// One element: accumulates (s1, s2) in the stats modes, returns the output value in the apply modes.
+template <class T, int MODE, class A>
+__device__ __forceinline__ A elem(const Coef<A>& k, A xv, A dyv, A& s1, A& s2, bool silu) {
+  if constexpr (MODE == kFwdStats) {
+    const A d = xv - k.m;
+    s1 += d;
+    s2 += d * d;
+    return A(0);
+  } else if constexpr (MODE == kFwdApply) {
+    return act<T>((xv - k.m) * k.a + k.bb, silu);
+  } else {
+    const A u = xv - k.m;
+    const A dz = dyv * act_grad<T>(u * k.a + k.bb, silu);
+    if constexpr (MODE == kBwdStats) {
+      s1 += dz;
+      s2 += dz * u;  // times rstd once per channel, at the end
+      return A(0);
+    } else {
+      return k.c1 * dz - k.c2 - u * k.c3;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- channels-first
+// Warp w of block b owns piece b * kWarps + w = (row = n * C + c, chunk k): elements
+// [k * len, min(HW, (k + 1) * len)) of that row. len is a multiple of 32 * V; V > 1 needs HW % V == 0.
+template <class T, int V, int MODE>
+__global__ void __launch_bounds__(kThreads, 2) cf_kernel(const Args<T> p) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x & 31;
+  const std::int64_t piece = std::int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (piece >= p.N * p.C * p.chunks) return;  // warp-uniform
+  const std::int64_t row = piece / p.chunks, k = piece - row * p.chunks;
+  const std::int64_t n = row / p.C, c = row - n * p.C;
+  const std::int64_t beg = k * p.len;
+  const std::int64_t cnt = (p.HW - beg < p.len) ? p.HW - beg : p.len;
+  const std::int64_t base = row * p.HW + beg;
+  const std::int64_t nvec = cnt / V;
+  const Coef<A> kc = make_coef<T, MODE, false>(p, n, c);
+  constexpr int kU = unroll_of(MODE);
+  A s1 = A(0), s2 = A(0);
+  for (std::int64_t j0 = lane; j0 < nvec; j0 += 32 * kU) {
+    Vec<T, V> xv[kU], dv[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const std::int64_t j = j0 + 32 * u;
+      if (j < nvec) {
+        xv[u] = load_vec<T, V>(p.x + base + j * V);
+        if constexpr (is_bwd(MODE)) dv[u] = load_vec<T, V>(p.dy + base + j * V);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const std::int64_t j = j0 + 32 * u;
+      if (j < nvec) {
+        Vec<T, V> o;
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          A dyv = A(0);
+          if constexpr (is_bwd(MODE)) dyv = to_acc(dv[u].v[e]);
+          const A r = elem<T, MODE>(kc, to_acc(xv[u].v[e]), dyv, s1, s2, p.silu);
+          if constexpr (!is_stats(MODE)) o.v[e] = from_acc<T>(r);
+        }
+        if constexpr (!is_stats(MODE)) store_vec<T, V>(p.out + base + j * V, o);
+      }
+    }
+  }
+  if constexpr (is_stats(MODE)) {
+    s1 = group_sum(s1);
+    s2 = group_sum(s2);
+    if constexpr (MODE == kBwdStats) s2 *= kc.c1;
+    if (lane == 0) {
+      A* q = p.part + ((n * p.chunks + k) * p.C + c) * 2;
+      q[0] = s1;
+      q[1] = s2;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- channels-last
+// Block b = (n, tile, chunk k), b = (n * tiles + tile) * chunks + k; blockDim.x = tx * ty.
+// Thread (tx, ty) owns channels [c0, c0 + V), c0 = (tile * tx_dim + tx) * V, and rows
+// r0 + ty, r0 + ty + ty_dim, ... < r1 of the chunk [r0, r1) = [k * len, min(HW, (k + 1) * len)).
+template <class T, int V, int MODE>
+__global__ void __launch_bounds__(kThreads, 2) cl_kernel(const Args<T> p) {
+  using A = acc_t<T>;
+  std::int64_t b = blockIdx.x;
+  const std::int64_t k = b % p.chunks;
+  b /= p.chunks;
+  const std::int64_t tile = b % p.tiles, n = b / p.tiles;
+  const int tx = int(threadIdx.x) % p.tx, ty = int(threadIdx.x) / p.tx;
+  const std::int64_t cv = tile * p.tx + tx;
+  const bool valid = cv < p.C / V;
+  const std::int64_t c0 = cv * V;
+  const std::int64_t r0 = k * p.len, r1 = (p.HW - r0 < p.len) ? p.HW : r0 + p.len;
+
+  Coef<A> kc[V];
+  A s1[V], s2[V];
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    s1[e] = s2[e] = A(0);
+    kc[e] = valid ? make_coef<T, MODE, true>(p, n, c0 + e) : Coef<A>{A(0), A(0), A(0), A(0), A(0), A(0)};
+  }
+  if (valid) {
+    const std::int64_t off0 = n * p.HW * p.C + c0;
+    constexpr int kU = unroll_of(MODE);
+    for (std::int64_t r = r0 + ty; r < r1; r += std::int64_t(p.ty) * kU) {
+      Vec<T, V> xv[kU], dv[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const std::int64_t rr = r + std::int64_t(p.ty) * u;
+        if (rr < r1) {
+          xv[u] = load_vec<T, V>(p.x + off0 + rr * p.C);
+          if constexpr (is_bwd(MODE)) dv[u] = load_vec<T, V>(p.dy + off0 + rr * p.C);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const std::int64_t rr = r + std::int64_t(p.ty) * u;
+        if (rr < r1) {
+          Vec<T, V> o;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            A dyv = A(0);
+            if constexpr (is_bwd(MODE)) dyv = to_acc(dv[u].v[e]);
+            const A res = elem<T, MODE>(kc[e], to_acc(xv[u].v[e]), dyv, s1[e], s2[e], p.silu);
+            if constexpr (!is_stats(MODE)) o.v[e] = from_acc<T>(res);
+          }
+          if constexpr (!is_stats(MODE)) store_vec<T, V>(p.out + off0 + rr * p.C, o);
+        }
+      }
+    }
+  }
+  if constexpr (is_stats(MODE)) {
+    // Tree over ty (any ty_dim): step s adds row ty + s into row ty for ty a multiple of 2s.
+    __shared__ A sm[kThreads * V * 2];
+    A* mine = sm + threadIdx.x * (V * 2);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      mine[2 * e] = s1[e];
+      mine[2 * e + 1] = s2[e];
+    }
+    __syncthreads();
+    for (int s = 1; s < p.ty; s <<= 1) {
+      if ((ty & (2 * s - 1)) == 0 && ty + s < p.ty) {
+        const A* other = sm + (threadIdx.x + s * p.tx) * (V * 2);
+#pragma unroll
+        for (int e = 0; e < 2 * V; ++e) mine[e] += other[e];
+      }
+      __syncthreads();
+    }
+    if (ty == 0 && valid) {
+      A* q = p.part + ((n * p.chunks + k) * p.C + c0) * 2;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        q[2 * e] = mine[2 * e];
+        q[2 * e + 1] = MODE == kBwdStats ? mine[2 * e + 1] * kc[e].c1 : mine[2 * e + 1];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- finalize: one block per (n, g)
+// `sw` lanes (a power of two <= 32) add up the chunks of one channel; blockDim.x / sw channels at a
+// time. blockDim.x is a power of two in [32, 256].
+template <class T, bool BWD, bool CL>
+__global__ void __launch_bounds__(kThreads) finalize_kernel(const Args<T> p, int sw) {
+  using A = acc_t<T>;
+  __shared__ A sm[3 * kThreads];
+  const std::int64_t ng = blockIdx.x, n = ng / p.G, g = ng - n * p.G;
+  const int nslots = int(blockDim.x) / sw, slot = int(threadIdx.x) / sw, sub = int(threadIdx.x) % sw;
+  MeanM2<A> st{A(0), A(0), A(0)};
+  A g1 = A(0), g2 = A(0);
+  for (std::int64_t first = 0; first < p.Cg; first += nslots) {  // same trip count for every thread
+    const std::int64_t ci = first + slot, c = g * p.Cg + ci;
+    const bool active = ci < p.Cg;
+    A s1 = A(0), s2 = A(0);
+    if (active) {
+      for (std::int64_t kk = sub; kk < p.chunks; kk += sw) {
+        const A* q = p.part + ((n * p.chunks + kk) * p.C + c) * 2;
+        s1 += q[0];
+        s2 += q[1];
+      }
+    }
+    s1 = group_sum(s1, sw);
+    s2 = group_sum(s2, sw);
+    if (active && sub == 0) {
+      if constexpr (!BWD) {
+        const A K = to_acc(p.x[CL ? n * p.HW * p.C + c : (n * p.C + c) * p.HW]);
+        const A hw = A(p.HW), d = s1 / hw, m2 = s2 - s1 * d;
+        st = merge(st, MeanM2<A>{hw, K + d, m2 > A(0) ? m2 : A(0)});
+      } else {
+        const std::int64_t nc = n * p.C + c;
+        p.sum_dz[nc] = s1;
+        p.sum_dzx[nc] = s2;
+        const A gamma = (p.w ? p.w[c] : A(1)) * film_scale(p, nc);
+        g1 += gamma * s1;
+        g2 += gamma * s2;
+      }
+    }
+  }
+  const int t = threadIdx.x;
+  if constexpr (!BWD) {
+    sm[3 * t] = st.n;
+    sm[3 * t + 1] = st.mean;
+    sm[3 * t + 2] = st.m2;
+  } else {
+    sm[2 * t] = g1;
+    sm[2 * t + 1] = g2;
+  }
+  __syncthreads();
+  for (int s = int(blockDim.x) >> 1; s > 0; s >>= 1) {
+    if (t < s) {
+      if constexpr (!BWD) {
+        const MeanM2<A> m = merge(MeanM2<A>{sm[3 * t], sm[3 * t + 1], sm[3 * t + 2]},
+                                  MeanM2<A>{sm[3 * (t + s)], sm[3 * (t + s) + 1], sm[3 * (t + s) + 2]});
+        sm[3 * t] = m.n;
+        sm[3 * t + 1] = m.mean;
+        sm[3 * t + 2] = m.m2;
+      } else {
+        sm[2 * t] += sm[2 * (t + s)];
+        sm[2 * t + 1] += sm[2 * (t + s) + 1];
+      }
+    }
+    __syncthreads();
+  }
+  if (t == 0) {
+    if constexpr (!BWD) {
+      const A var = sm[2] / sm[0] + p.eps;
+      p.mean[ng] = sm[1];
+      if constexpr (std::is_same<A, double>::value) p.rstd[ng] = 1.0 / sqrt(var);
+      else p.rstd[ng] = 1.0f / sqrtf(var);
+    } else {
+      const A inv = A(1) / A(p.Cg * p.HW);
+      p.gm[2 * ng] = sm[0] * inv;
+      p.gm[2 * ng + 1] = sm[1] * inv;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- host side
+struct Plan {
+  int V = 1;
+  std::int64_t chunks = 1, len = 1, blocks = 1;
+  int tiles = 1, tx = 1, ty = 1;
+  int fin_threads = 32, fin_sw = 1;
+};
+
+inline std::int64_t pow2_at_least(std::int64_t v) {
+  std::int64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+// Grid shapes: enough warps (channels-first) or blocks (channels-last) to fill every SM a few times
+// over, but at least kUnroll vectors per thread, so few partial sums per channel.
+template <class T>
+Plan make_plan(const NormShape& s, bool aligned, int sms) {
+  constexpr int VV = vec16<T>();
+  Plan pl;
+  if (!s.channels_last) {
+    pl.V = (aligned && s.HW % VV == 0) ? VV : 1;
+    const std::int64_t rows = s.N * s.C, unit = 32 * std::int64_t(pl.V);
+    const std::int64_t want = ceil_div<std::int64_t>(std::int64_t(sms) * 64, rows);
+    const std::int64_t most = ceil_div<std::int64_t>(s.HW, unit * kUnroll);
+    const std::int64_t chunks = std::max<std::int64_t>(1, std::min(want, most));
+    pl.len = ceil_div<std::int64_t>(ceil_div<std::int64_t>(s.HW, chunks), unit) * unit;
+    pl.chunks = ceil_div<std::int64_t>(s.HW, pl.len);
+    pl.blocks = ceil_div<std::int64_t>(rows * pl.chunks, kWarps);
+  } else {
+    pl.V = (aligned && s.C % VV == 0) ? VV : 1;
+    const std::int64_t cols = s.C / pl.V;
+    pl.tiles = int(ceil_div<std::int64_t>(cols, kThreads));
+    pl.tx = int(ceil_div<std::int64_t>(cols, pl.tiles));
+    pl.ty = kThreads / pl.tx;
+    const std::int64_t want = ceil_div<std::int64_t>(std::int64_t(sms) * 8, s.N * pl.tiles);
+    const std::int64_t most = ceil_div<std::int64_t>(s.HW, std::int64_t(pl.ty) * kUnroll);
+    const std::int64_t chunks = std::max<std::int64_t>(1, std::min(want, most));
+    pl.len = ceil_div<std::int64_t>(ceil_div<std::int64_t>(s.HW, chunks), pl.ty) * pl.ty;
+    pl.chunks = ceil_div<std::int64_t>(s.HW, pl.len);
+    pl.blocks = s.N * pl.tiles * pl.chunks;
+  }
+  pl.fin_sw = int(pow2_at_least(std::min<std::int64_t>(pl.chunks, 32)));
+  const std::int64_t cg = s.C / s.G;
+  pl.fin_threads = int(std::max<std::int64_t>(32, std::min<std::int64_t>(kThreads, pow2_at_least(cg * pl.fin_sw))));
+  if (pl.blocks > INT_MAX || s.N * s.G > INT_MAX)
+    throw std::invalid_argument("group_norm (cuda): tensor too large for one launch");
+  return pl;
+}
+
+template <class T>
+Args<T> base_args(const NormShape& s, const Plan& pl) {
+  Args<T> p{};
+  p.N = s.N; p.C = s.C; p.HW = s.HW; p.G = s.G; p.Cg = s.C / s.G;
+  p.chunks = pl.chunks; p.len = pl.len;
+  p.tiles = pl.tiles; p.tx = pl.tx; p.ty = pl.ty;
+  p.silu = s.silu; p.one_plus_scale = s.one_plus_scale;
+  return p;
+}
+
+template <class T, int MODE>
+void launch_pass(const Plan& pl, const Args<T>& p, bool cl, cudaStream_t st) {
+  constexpr int VV = vec16<T>();
+  const unsigned grid = unsigned(pl.blocks);
+  if (cl) {
+    const unsigned threads = unsigned(pl.tx * pl.ty);
+    if (pl.V == VV) cl_kernel<T, VV, MODE><<<grid, threads, 0, st>>>(p);
+    else cl_kernel<T, 1, MODE><<<grid, threads, 0, st>>>(p);
+  } else {
+    if (pl.V == VV) cf_kernel<T, VV, MODE><<<grid, kThreads, 0, st>>>(p);
+    else cf_kernel<T, 1, MODE><<<grid, kThreads, 0, st>>>(p);
+  }
+}
+
+template <class T, bool BWD>
+void launch_finalize(const Plan& pl, const Args<T>& p, bool cl, cudaStream_t st) {
+  const unsigned grid = unsigned(p.N * p.G);
+  if (cl) finalize_kernel<T, BWD, true><<<grid, pl.fin_threads, 0, st>>>(p, pl.fin_sw);
+  else finalize_kernel<T, BWD, false><<<grid, pl.fin_threads, 0, st>>>(p, pl.fin_sw);
+}
+
+void check_shape(const NormShape& s, const char* op) {
+  if (s.N < 0 || s.C < 0 || s.HW < 0 || s.G <= 0 || s.C % s.G != 0)
+    throw std::invalid_argument(std::string(op) + " (cuda): bad shape or group count");
+}
+
+template <class T>
+void fwd(const NormFwdArgs& a, int device, cudaStream_t st) {
+  using A = acc_t<T>;
+  const NormShape& s = a.s;
+  const bool aligned = is_aligned(a.x, 16) && is_aligned(a.y, 16);
+  const Plan pl = make_plan<T>(s, aligned, sm_count(device));
+  Args<T> p = base_args<T>(s, pl);
+  p.x = static_cast<const T*>(a.x);
+  p.out = static_cast<T*>(a.y);
+  p.w = static_cast<const A*>(a.w); p.b = static_cast<const A*>(a.b);
+  p.scale = static_cast<const A*>(a.scale); p.shift = static_cast<const A*>(a.shift);
+  p.mean = static_cast<A*>(a.mean); p.rstd = static_cast<A*>(a.rstd);
+  p.eps = A(a.eps);
+  StreamBuffer ws(std::size_t(s.N * pl.chunks * s.C * 2) * sizeof(A), device, st);
+  p.part = ws.as<A>();
+  launch_pass<T, kFwdStats>(pl, p, s.channels_last, st);
+  launch_finalize<T, false>(pl, p, s.channels_last, st);
+  launch_pass<T, kFwdApply>(pl, p, s.channels_last, st);
+  check(cudaGetLastError(), "group_norm_fwd launch");
+}
+
+template <class T>
+void bwd(const NormBwdArgs& a, int device, cudaStream_t st) {
+  using A = acc_t<T>;
+  const NormShape& s = a.s;
+  const bool aligned = is_aligned(a.x, 16) && is_aligned(a.dy, 16) && is_aligned(a.dx, 16);
+  const Plan pl = make_plan<T>(s, aligned, sm_count(device));
+  Args<T> p = base_args<T>(s, pl);
+  p.x = static_cast<const T*>(a.x);
+  p.dy = static_cast<const T*>(a.dy);
+  p.out = static_cast<T*>(a.dx);
+  p.w = static_cast<const A*>(a.w); p.b = static_cast<const A*>(a.b);
+  p.scale = static_cast<const A*>(a.scale); p.shift = static_cast<const A*>(a.shift);
+  p.mean = const_cast<A*>(static_cast<const A*>(a.mean));
+  p.rstd = const_cast<A*>(static_cast<const A*>(a.rstd));
+  p.sum_dz = static_cast<A*>(a.sum_dz); p.sum_dzx = static_cast<A*>(a.sum_dz_xhat);
+  const std::size_t npart = std::size_t(s.N * pl.chunks * s.C * 2);
+  StreamBuffer ws((npart + std::size_t(s.N * s.G * 2)) * sizeof(A), device, st);
+  p.part = ws.as<A>();
+  p.gm = p.part + npart;
+  launch_pass<T, kBwdStats>(pl, p, s.channels_last, st);
+  launch_finalize<T, true>(pl, p, s.channels_last, st);
+  launch_pass<T, kBwdApply>(pl, p, s.channels_last, st);
+  check(cudaGetLastError(), "group_norm_bwd launch");
+}
+
+template <class F>
+void by_dtype(int dtype, F&& f) {
+  switch (dtype) {
+    case kFloat32: f(float{}); break;
+    case kFloat64: f(double{}); break;
+    case kFloat16: f(__half{}); break;
+    case kBFloat16: f(__nv_bfloat16{}); break;
+    default: throw std::invalid_argument("group_norm (cuda): unsupported dtype code");
+  }
+}
+
+}  // namespace
+
+void cuda_group_norm_fwd(const Flat& a, int device, std::uintptr_t stream) {
+  NormFwdArgs p(a);
+  check_shape(p.s, "group_norm_fwd");
+  if (p.s.N * p.s.C * p.s.HW == 0) return;
+  DeviceGuard guard(device);
+  by_dtype(a.dtype, [&](auto t) { fwd<decltype(t)>(p, device, as_stream(stream)); });
+}
+
+void cuda_group_norm_bwd(const Flat& a, int device, std::uintptr_t stream) {
+  NormBwdArgs p(a);
+  check_shape(p.s, "group_norm_bwd");
+  if (p.s.N * p.s.C * p.s.HW == 0) return;
+  DeviceGuard guard(device);
+  by_dtype(a.dtype, [&](auto t) { bwd<decltype(t)>(p, device, as_stream(stream)); });
+}
+
+}  // namespace gk

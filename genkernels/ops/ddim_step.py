@@ -1,0 +1,458 @@
+"""ddim_step / ddpm_step: one reverse-diffusion update, fused with classifier-free guidance.
+
+    prev, x0 = genkernels.ddim_step(x_t, eps, alphas_cumprod[t], alphas_cumprod[t_prev])
+    prev, x0 = genkernels.ddim_step(x_t, unet_out_2n, a_t, a_prev, guidance_scale=7.5)  # [uncond; cond]
+    prev, x0 = genkernels.ddim_step(x_t, eps, a_t, a_prev, eta=1.0, noise=z)             # stochastic DDIM
+    prev, x0 = genkernels.ddpm_step(x_t, eps, a_t, a_prev, noise=z)                      # DDPM ancestral
+
+Numerically diffusers' ``DDIMScheduler.step`` / ``DDPMScheduler.step`` (prediction types epsilon,
+sample, v_prediction; x0 clipping; ``use_clipped_model_output``; eta-scaled variance; DDPM
+"fixed_small" / "fixed_large" variance), computed in one pass: each input is read once, each output
+written once, one kernel launch per step. Alphas are Python floats (passed to the kernel as scalars:
+no tensor is created, nothing is copied to the device) or float32/float64 tensors of shape [N] (per-sample
+timesteps) or [] on the data's device, read by the kernel itself (no host synchronisation).
+
+Noise: unlike diffusers, the op never draws from the global RNG on its own. With ``eta > 0``
+(``ddim_step``) pass ``noise`` (shape of ``sample``) or a ``generator=`` from which it is drawn with
+``torch.randn``. ``ddpm_step`` without noise and generator adds no noise (diffusers' last step, t = 0).
+
+Registered as ``torch.ops.genkernels.ddim_step`` (both updates; ``kind`` picks) with a fake
+implementation and autograd w.r.t. sample, model_output and noise (the update is linear in them,
+piecewise where x0 is clipped; with guidance the model_output gradient splits into its halves).
+In plain eager calls that need no autograd (no compiler, tracer, vmap or mode active) the public
+functions run the same implementation without the dispatcher round trip, which costs about as much
+as a cache-resident step (~15 us of the ~22 us per call).
+Kernels: csrc/cpu/kernels/ddim.cpp, csrc/cuda/ddim.cu, genkernels/triton/ddim.py; the shared
+coefficient algebra and argument order are in csrc/common/ddim_args.h.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Tuple
+
+import torch
+
+from .. import _native
+from ..backend import resolve
+from ._common import FLOAT_DTYPES, acc_dtype, is_channels_last, launch, to_layout
+
+Tensor = torch.Tensor
+OP = "ddim_step"
+PREDICTION_TYPES = {"epsilon": 0, "sample": 1, "v_prediction": 2}
+KIND_DDIM, KIND_DDPM_SMALL, KIND_DDPM_LARGE = 0, 1, 2
+# diffusers' fixed_small_log is exp(0.5 * log(var)) = sqrt(var): the same update as fixed_small.
+DDPM_VARIANCE_TYPES = {"fixed_small": KIND_DDPM_SMALL, "fixed_small_log": KIND_DDPM_SMALL,
+                       "fixed_large": KIND_DDPM_LARGE}
+_ALPHA_DTYPES = (torch.float32, torch.float64)
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 3}
+
+
+# ----------------------------------------------------------------------------------- coefficients
+def _sqrt(v):
+    return v.sqrt() if isinstance(v, Tensor) else math.sqrt(v) if v >= 0 else float("nan")
+
+
+def _clamp_min(v, lo):
+    return v.clamp(min=lo) if isinstance(v, Tensor) else (v if (v != v or v >= lo) else lo)
+
+
+def step_coefficients(kind: int, pred: int, use_clipped: bool, has_noise: bool, a_t, a_p, eta: float):
+    """(A, B, G, H, K, S) of  x0 = clip(A x + B m),  prev = G x0 + H x + K m + S z  (ddim_args.h's
+    step_coef). a_t, a_p: floats or tensors (any broadcastable shape)."""
+    b_t = 1 - a_t
+    sa, sb, sp = _sqrt(a_t), _sqrt(b_t), _sqrt(a_p)
+    if pred == 0:
+        A, B, C, D = 1 / sa, -sb / sa, 0.0, 1.0
+    elif pred == 1:
+        A, B, C, D = 0.0, 1.0, 1 / sb, -sa / sb
+    else:
+        A, B, C, D = sa, -sb, sb, sa
+    if kind == KIND_DDIM:
+        var = (1 - a_p) / b_t * (1 - a_t / a_p)
+        std = eta * _sqrt(var)
+        Q = _sqrt(1 - a_p - std * std)
+        if use_clipped:
+            G, H, K = sp - Q * sa / sb, Q / sb, 0.0
+        else:
+            G, H, K = sp, Q * C, Q * D
+        S = std if has_noise else 0.0
+    else:
+        cur_alpha = a_t / a_p
+        cur_beta = 1 - cur_alpha
+        G = sp * cur_beta / b_t
+        H = _sqrt(cur_alpha) * (1 - a_p) / b_t
+        K = 0.0
+        var = _clamp_min((1 - a_p) / b_t * cur_beta, 1e-20) if kind == KIND_DDPM_SMALL else cur_beta
+        S = _sqrt(var) if has_noise else 0.0
+    return A, B, G, H, K, S
+
+
+# ----------------------------------------------------------------------------------- reference
+def _per_sample(a, like: Tensor):
+    """A float stays a float; a tensor alpha [N] / [] becomes [N, 1, ...] in like's dtype."""
+    if not isinstance(a, Tensor):
+        return a
+    a = a.to(like.dtype)
+    return a.reshape(a.shape + (1,) * (like.dim() - a.dim())) if a.dim() else a
+
+
+def _guided(mo: Tensor, guidance_scale: Optional[float]) -> Tensor:
+    if guidance_scale is None:
+        return mo
+    mu, mc = mo.chunk(2)
+    return mu + guidance_scale * (mc - mu)
+
+
+def reference_forward(sample, model_output, noise, alpha_t, alpha_prev, eta, guidance_scale, clip_range,
+                      pred, use_clipped, kind) -> Tuple[Tensor, Tensor]:
+    """Eager PyTorch in the accumulation dtype, written as diffusers writes it: the spec."""
+    acc = acc_dtype(sample.dtype)
+    x = sample.to(acc)
+    m = _guided(model_output.to(acc), guidance_scale)
+    a_t, a_p = _per_sample(alpha_t, x), _per_sample(alpha_prev, x)
+    b_t = 1 - a_t
+    if pred == 0:
+        x0 = (x - b_t ** 0.5 * m) / a_t ** 0.5
+        eps = m
+    elif pred == 1:
+        x0 = m
+        eps = (x - a_t ** 0.5 * x0) / b_t ** 0.5
+    else:
+        x0 = a_t ** 0.5 * x - b_t ** 0.5 * m
+        eps = a_t ** 0.5 * m + b_t ** 0.5 * x
+    if clip_range is not None:
+        x0 = x0.clamp(-clip_range, clip_range)
+    if kind == KIND_DDIM:
+        var = (1 - a_p) / b_t * (1 - a_t / a_p)
+        std = eta * var ** 0.5
+        if use_clipped:
+            eps = (x - a_t ** 0.5 * x0) / b_t ** 0.5
+        prev = a_p ** 0.5 * x0 + (1 - a_p - std ** 2) ** 0.5 * eps
+        if noise is not None and eta > 0:
+            prev = prev + std * noise.to(acc)
+    else:
+        cur_alpha = a_t / a_p
+        cur_beta = 1 - cur_alpha
+        prev = (a_p ** 0.5 * cur_beta) / b_t * x0 + cur_alpha ** 0.5 * (1 - a_p) / b_t * x
+        if noise is not None:
+            if kind == KIND_DDPM_SMALL:
+                var = (1 - a_p) / b_t * cur_beta
+                var = var.clamp(min=1e-20) if isinstance(var, Tensor) else max(var, 1e-20)
+            else:
+                var = cur_beta
+            prev = prev + var ** 0.5 * noise.to(acc)
+    return prev.to(sample.dtype), x0.to(sample.dtype)
+
+
+# ----------------------------------------------------------------------------------- backends
+def _kernel_layout(sample: Tensor) -> Tuple[Tensor, bool]:
+    """(sample in the order the kernels use, channels_last flag): contiguous (NC*) or channels-last
+    (N*C) as given; any other strides are copied to contiguous. Outputs are empty_like of it."""
+    if sample.is_contiguous():
+        return sample, False
+    if is_channels_last(sample):
+        return sample, True
+    return sample.contiguous(), False
+
+
+def _alloc(sample: Tensor) -> Tuple[Tensor, Tensor]:
+    if sample.is_contiguous() or is_channels_last(sample):
+        return torch.empty_like(sample), torch.empty_like(sample)
+    return (torch.empty(sample.shape, dtype=sample.dtype, device=sample.device),
+            torch.empty(sample.shape, dtype=sample.dtype, device=sample.device))
+
+
+def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta, guidance_scale, clip_range,
+                 pred, use_clipped, kind):
+    """(prev_sample, pred_original_sample) on `backend`, both in sample's memory format.
+    alpha_t / alpha_prev: floats or tensors ([N] or [], float32/float64, sample's device)."""
+    x, cl = _kernel_layout(sample)
+    prev, x0 = torch.empty_like(x), torch.empty_like(x)
+    if x.numel() == 0:
+        return prev, x0
+    if backend == "reference":
+        p, o = reference_forward(sample, model_output, noise, alpha_t, alpha_prev, eta, guidance_scale,
+                                 clip_range, pred, use_clipped, kind)
+        return prev.copy_(p), x0.copy_(o)
+    N = x.shape[0]
+    L = x.numel() // N
+    m = to_layout(model_output, cl)
+    z = None if noise is None else to_layout(noise, cl)
+    at_t = alpha_t if isinstance(alpha_t, Tensor) else None
+    ap_t = alpha_prev if isinstance(alpha_prev, Tensor) else None
+    ints = [N, L, kind, pred, int(clip_range is not None), int(use_clipped), int(guidance_scale is not None),
+            -1 if at_t is None else _DTYPE_CODES[at_t.dtype], -1 if ap_t is None else _DTYPE_CODES[ap_t.dtype],
+            int(at_t is not None and at_t.numel() > 1), int(ap_t is not None and ap_t.numel() > 1)]
+    floats = [0.0 if at_t is not None else float(alpha_t), 0.0 if ap_t is not None else float(alpha_prev),
+              float(eta), 0.0 if guidance_scale is None else float(guidance_scale),
+              0.0 if clip_range is None else float(clip_range)]
+    at_t = None if at_t is None else at_t.contiguous()
+    ap_t = None if ap_t is None else ap_t.contiguous()
+    if backend == "cpu":  # launch() without its generic layers: this op is mostly call overhead when small
+        _native.load("_C").ddim_step(_native.DTYPE_CODES[x.dtype], [
+            x.data_ptr(), m.data_ptr(), 0 if z is None else z.data_ptr(), 0 if at_t is None else at_t.data_ptr(),
+            0 if ap_t is None else ap_t.data_ptr(), prev.data_ptr(), x0.data_ptr()], ints, floats,
+            torch.get_num_threads())
+    else:
+        launch(backend, "ddim", "ddim_step", x.dtype, [x, m, z, at_t, ap_t, prev, x0], ints, floats)
+    return prev, x0
+
+
+def _eager_direct(sample: Tensor, model_output: Tensor, noise: Optional[Tensor]) -> bool:
+    """True when the public functions may run the implementation without going through the
+    dispatcher (it costs ~20 us a call, as much as a cache-resident step): plain tensors, nothing
+    that needs autograd, and no compiler, tracer, vmap or dispatch/function mode watching."""
+    if type(sample) is not Tensor or type(model_output) is not Tensor or (
+            noise is not None and type(noise) is not Tensor):
+        return False
+    if torch.is_grad_enabled() and (sample.requires_grad or model_output.requires_grad or
+                                    (noise is not None and noise.requires_grad)):
+        return False
+    return not (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+                or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
+                or torch.jit.is_tracing())
+
+
+# ----------------------------------------------------------------------------------- registration
+@torch.library.custom_op("genkernels::ddim_step", mutates_args=())
+def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], alpha_t: Optional[Tensor],
+                 alpha_prev: Optional[Tensor], alpha_t_value: float, alpha_prev_value: float, eta: float,
+                 guidance_scale: Optional[float], clip_sample_range: Optional[float], prediction_type: int,
+                 use_clipped_model_output: bool, kind: int) -> Tuple[Tensor, Tensor]:
+    """kind: 0 DDIM, 1 DDPM fixed_small, 2 DDPM fixed_large. A tensor alpha overrides its *_value."""
+    backend = resolve(OP, sample.device)
+    return step_forward(backend, sample, model_output, noise,
+                        alpha_t_value if alpha_t is None else alpha_t,
+                        alpha_prev_value if alpha_prev is None else alpha_prev,
+                        eta, guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
+
+
+@ddim_step_op.register_fake
+def _(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
+      clip_sample_range, prediction_type, use_clipped_model_output, kind):
+    return _alloc(sample)
+
+
+def _setup_context(ctx, inputs, output):
+    (sample, model_output, noise, alpha_t, alpha_prev, at_v, ap_v, eta, gs, clip, pred, use_clipped,
+     kind) = inputs
+    clipping = clip is not None
+    ctx.save_for_backward(sample if clipping else None, model_output if clipping else None, alpha_t, alpha_prev)
+    ctx.args = (at_v, ap_v, eta, gs, clip, pred, use_clipped, kind, noise is not None)
+    ctx.dtypes = (sample.dtype, model_output.dtype, None if noise is None else noise.dtype)
+
+
+def _backward(ctx, g_prev, g_x0):
+    sample, model_output, alpha_t, alpha_prev = ctx.saved_tensors
+    at_v, ap_v, eta, gs, clip, pred, use_clipped, kind, has_noise = ctx.args
+    ref = g_prev if g_prev is not None else g_x0
+    acc = acc_dtype(ctx.dtypes[0])
+    gp = torch.zeros_like(ref, dtype=acc) if g_prev is None else g_prev.to(acc)
+    gx0 = torch.zeros_like(ref, dtype=acc) if g_x0 is None else g_x0.to(acc)
+    a_t = at_v if alpha_t is None else _per_sample(alpha_t, gp)
+    a_p = ap_v if alpha_prev is None else _per_sample(alpha_prev, gp)
+    A, B, G, H, K, S = step_coefficients(kind, pred, use_clipped, has_noise, a_t, a_p, eta)
+    t = gx0 + G * gp
+    if clip is not None:
+        x = sample.to(acc)
+        x0u = A * x + B * _guided(model_output.to(acc), gs)
+        t = torch.where((x0u >= -clip) & (x0u <= clip), t, torch.zeros_like(t))
+    gx = A * t + H * gp
+    gm = B * t + K * gp
+    if gs is not None:
+        gm = torch.cat([(1 - gs) * gm, gs * gm])
+    gz = S * gp if has_noise else None
+    n = ctx.needs_input_grad
+    sd, md, zd = ctx.dtypes
+    return (gx.to(sd) if n[0] else None, gm.to(md) if n[1] else None,
+            gz.to(zd) if (n[2] and gz is not None) else None) + (None,) * 10
+
+
+ddim_step_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------- public API
+def _real(name, v, *, allow_none=False, op=OP):
+    if v is None and allow_none:
+        return None
+    if type(v) is not float:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{op}: `{name}` must be a real number, got {type(v).__name__}")
+        v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{op}: `{name}` must be finite, got {v}")
+    return v
+
+
+def _check_alpha(op, name, a, sample):
+    """Returns (tensor or None, float value)."""
+    if isinstance(a, Tensor):
+        if a.dtype not in _ALPHA_DTYPES:
+            raise TypeError(f"{op}: `{name}` has dtype {a.dtype}; expected float32 or float64")
+        if a.device != sample.device:
+            raise ValueError(f"{op}: `{name}` is on {a.device} but `sample` is on {sample.device}")
+        N = sample.shape[0]
+        if not (a.dim() == 0 or (a.dim() == 1 and a.shape[0] in (N, 1))):
+            raise ValueError(f"{op}: `{name}` must be a float or a tensor of shape [N]={[N]} (or [] / [1]), "
+                             f"got shape {list(a.shape)}")
+        return a, 0.0
+    if type(a) is not float and (isinstance(a, bool) or not isinstance(a, numbers.Real)):
+        raise TypeError(f"{op}: `{name}` must be a float or a tensor, got {type(a).__name__}")
+    v = float(a)
+    if not (0.0 <= v <= 1.0):
+        raise ValueError(f"{op}: `{name}` must be a cumulative alpha product in [0, 1], got {v}")
+    return None, v
+
+
+def _check(op, sample, model_output, noise, alpha_t, alpha_prev, prediction_type, guidance_scale,
+           clip_sample_range, generator):
+    if not isinstance(sample, Tensor):
+        raise TypeError(f"{op}: `sample` must be a torch.Tensor, got {type(sample).__name__}")
+    if sample.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: `sample` has dtype {sample.dtype}; expected float32, float16, bfloat16 or float64")
+    if sample.dim() < 1:
+        raise ValueError(f"{op}: `sample` must have a batch dimension, got shape {tuple(sample.shape)}")
+    if not isinstance(model_output, Tensor):
+        raise TypeError(f"{op}: `model_output` must be a torch.Tensor, got {type(model_output).__name__}")
+    if model_output.dtype != sample.dtype:
+        raise TypeError(f"{op}: `model_output` has dtype {model_output.dtype} but `sample` has {sample.dtype}")
+    if model_output.device != sample.device:
+        raise ValueError(f"{op}: `model_output` is on {model_output.device} but `sample` is on {sample.device}")
+    gs = _real("guidance_scale", guidance_scale, allow_none=True, op=op)
+    want = sample.shape
+    if gs is not None:
+        want = (2 * want[0],) + tuple(want[1:])
+    if model_output.shape != want:
+        extra = " ([uncond; cond] batched, 2N rows, because guidance_scale is given)" if gs is not None else ""
+        raise ValueError(f"{op}: `model_output` must have shape {want}{extra}, got {tuple(model_output.shape)}")
+    if noise is not None:
+        if not isinstance(noise, Tensor):
+            raise TypeError(f"{op}: `noise` must be a torch.Tensor or None, got {type(noise).__name__}")
+        if noise.dtype != sample.dtype:
+            raise TypeError(f"{op}: `noise` has dtype {noise.dtype} but `sample` has {sample.dtype}")
+        if noise.device != sample.device:
+            raise ValueError(f"{op}: `noise` is on {noise.device} but `sample` is on {sample.device}")
+        if noise.shape != sample.shape:
+            raise ValueError(f"{op}: `noise` must have the shape of `sample` {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        if generator is not None:
+            raise ValueError(f"{op}: pass either `noise` or `generator`, not both")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{op}: `generator` must be a torch.Generator, got {type(generator).__name__}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"{op}: `prediction_type` must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+    clip = _real("clip_sample_range", clip_sample_range, allow_none=True, op=op)
+    if clip is not None and clip <= 0:
+        raise ValueError(f"{op}: `clip_sample_range` must be positive (or None for no clipping), got {clip}")
+    at = _check_alpha(op, "alpha_prod_t", alpha_t, sample)
+    ap = _check_alpha(op, "alpha_prod_t_prev", alpha_prev, sample)
+    return at, ap, gs, clip
+
+
+def _draw(sample: Tensor, generator: torch.Generator) -> Tensor:
+    """torch.randn in sample's shape from `generator` (a CPU generator for device data draws on the
+    CPU and copies, as diffusers' randn_tensor does)."""
+    dev = sample.device if generator.device.type == sample.device.type else torch.device("cpu")
+    z = torch.randn(sample.shape, generator=generator, device=dev, dtype=sample.dtype)
+    return z.to(sample.device)
+
+
+def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_prev, eta: float = 0.0,
+              noise: Optional[Tensor] = None, *, prediction_type: str = "epsilon",
+              guidance_scale: Optional[float] = None, clip_sample_range: Optional[float] = None,
+              use_clipped_model_output: bool = False,
+              generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """One DDIM update: ``(prev_sample, pred_original_sample)`` as diffusers' ``DDIMScheduler.step``.
+
+    sample: x_t [N, ...], float32/float16/bfloat16/float64, contiguous or channels_last (outputs keep it).
+    model_output: [N, ...], or [2N, ...] = [uncond; cond] with ``guidance_scale`` s, in which case the
+        update uses ``m_u + s (m_c - m_u)``. Same dtype and device as sample.
+    alpha_prod_t, alpha_prod_t_prev: floats in [0, 1] (alphas_cumprod[t], alphas_cumprod[t_prev] or the
+        final alpha), or float32/float64 tensors [N] (per-sample timesteps) or [] on sample's device.
+    eta: >= 0; with eta > 0 the noise term eta * sigma_t * noise uses ``noise`` (sample's shape) or one
+        drawn with ``torch.randn(generator=generator)``; one of the two is required.
+    clip_sample_range: clip x0 to [-r, r] (diffusers' clip_sample=True); None: no clipping.
+    use_clipped_model_output: re-derive eps from the clipped x0 (diffusers' flag of the same name).
+    """
+    (at_t, at_v), (ap_t, ap_v), gs, clip = _check(OP, sample, model_output, noise, alpha_prod_t,
+                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
+                                                  clip_sample_range, generator)
+    eta = _real("eta", eta)
+    if eta < 0:
+        raise ValueError(f"{OP}: `eta` must be >= 0, got {eta}")
+    if not isinstance(use_clipped_model_output, bool):
+        raise TypeError(f"{OP}: `use_clipped_model_output` must be a bool")
+    if eta > 0 and noise is None:
+        if generator is None:
+            raise ValueError(f"{OP}: eta > 0 needs `noise` (a tensor of sample's shape) or a `generator` "
+                             "to draw it from")
+        noise = _draw(sample, generator)
+    if eta == 0:
+        noise = None  # diffusers adds no noise at eta = 0; do not read it
+    pred = PREDICTION_TYPES[prediction_type]
+    if _eager_direct(sample, model_output, noise):
+        return step_forward(resolve(OP, sample.device), sample, model_output, noise,
+                            at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, eta, gs, clip, pred,
+                            use_clipped_model_output, KIND_DDIM)
+    return ddim_step_op(sample, model_output, noise, at_t, ap_t, at_v, ap_v, eta, gs, clip, pred,
+                        use_clipped_model_output, KIND_DDIM)
+
+
+def ddpm_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_prev,
+              noise: Optional[Tensor] = None, *, prediction_type: str = "epsilon",
+              guidance_scale: Optional[float] = None, clip_sample_range: Optional[float] = None,
+              variance_type: str = "fixed_small",
+              generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """One DDPM ancestral update: ``(prev_sample, pred_original_sample)`` as diffusers' ``DDPMScheduler.step``.
+
+    Arguments as ``ddim_step``; alpha_prod_t_prev is alphas_cumprod[prev_t] (1.0 after the last step).
+    variance_type: "fixed_small" (diffusers' default; "fixed_small_log" is the same update) or "fixed_large".
+    Noise sigma_t * noise is added when ``noise`` or ``generator`` is given; diffusers adds none at t = 0.
+    """
+    (at_t, at_v), (ap_t, ap_v), gs, clip = _check("ddpm_step", sample, model_output, noise, alpha_prod_t,
+                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
+                                                  clip_sample_range, generator)
+    if variance_type not in DDPM_VARIANCE_TYPES:
+        raise ValueError(f"ddpm_step: `variance_type` must be one of {list(DDPM_VARIANCE_TYPES)} (learned "
+                         f"variances are not supported), got {variance_type!r}")
+    if noise is None and generator is not None:
+        noise = _draw(sample, generator)
+    pred, kind = PREDICTION_TYPES[prediction_type], DDPM_VARIANCE_TYPES[variance_type]
+    if _eager_direct(sample, model_output, noise):
+        return step_forward(resolve("ddpm_step", sample.device), sample, model_output, noise,
+                            at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, 0.0, gs, clip, pred,
+                            False, kind)
+    return ddim_step_op(sample, model_output, noise, at_t, ap_t, at_v, ap_v, 0.0, gs, clip, pred, False, kind)
+
+
+def ddim_step_reference(sample, model_output, alpha_prod_t, alpha_prod_t_prev, eta=0.0, noise=None, *,
+                        prediction_type="epsilon", guidance_scale=None, clip_sample_range=None,
+                        use_clipped_model_output=False):
+    """The eager-PyTorch specification of ddim_step (differentiable; noise must be passed when eta > 0)."""
+    (at_t, at_v), (ap_t, ap_v), gs, clip = _check(OP, sample, model_output, noise, alpha_prod_t,
+                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
+                                                  clip_sample_range, None)
+    eta = _real("eta", eta)
+    if eta < 0:
+        raise ValueError(f"{OP}: `eta` must be >= 0, got {eta}")
+    if eta > 0 and noise is None:
+        raise ValueError(f"{OP}: eta > 0 needs `noise`")
+    return reference_forward(sample, model_output, noise if eta > 0 else None,
+                             at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, eta, gs, clip,
+                             PREDICTION_TYPES[prediction_type], use_clipped_model_output, KIND_DDIM)
+
+
+def ddpm_step_reference(sample, model_output, alpha_prod_t, alpha_prod_t_prev, noise=None, *,
+                        prediction_type="epsilon", guidance_scale=None, clip_sample_range=None,
+                        variance_type="fixed_small"):
+    """The eager-PyTorch specification of ddpm_step."""
+    (at_t, at_v), (ap_t, ap_v), gs, clip = _check("ddpm_step", sample, model_output, noise, alpha_prod_t,
+                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
+                                                  clip_sample_range, None)
+    if variance_type not in DDPM_VARIANCE_TYPES:
+        raise ValueError(f"ddpm_step: `variance_type` must be one of {list(DDPM_VARIANCE_TYPES)}, "
+                         f"got {variance_type!r}")
+    return reference_forward(sample, model_output, noise, at_v if at_t is None else at_t,
+                             ap_v if ap_t is None else ap_t, 0.0, gs, clip, PREDICTION_TYPES[prediction_type],
+                             False, DDPM_VARIANCE_TYPES[variance_type])
