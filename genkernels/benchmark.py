@@ -518,3 +518,55 @@ def _group_norm_silu_setup(shape, dtype, layout, pass_, device, G):
                 dy = dy.contiguous(memory_format=torch.channels_last)
         return standard_impls(names, _torch_group_norm_silu(G), _gk_group_norm_silu(G), (x, w, b), dy)
     return setup
+
+
+def _torch_adain(x, s, b):
+    return F.instance_norm(x, eps=_NORM_EPS) * s[:, :, None, None] + b[:, :, None, None]
+
+
+@register("adain")
+def _adain_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """StyleGAN synthesis-network AdaIN shapes (batch 8)."""
+    if device.type == "cuda":
+        shapes = [(8, 512, 32, 32), (8, 512, 4, 4), (8, 512, 16, 16), (8, 512, 64, 64), (8, 256, 128, 128)]
+        dtypes = [torch.float16, torch.bfloat16, torch.float32]
+    else:
+        shapes = [(8, 512, 32, 32), (8, 512, 4, 4), (8, 512, 16, 16), (8, 512, 64, 64), (8, 256, 128, 128)]
+        dtypes = [torch.float32]
+    if quick:
+        shapes, dtypes = shapes[:1], dtypes[:1]
+    names = impl_names(device, reference)
+    out = []
+    for dtype in dtypes:
+        for shape in shapes:
+            for layout in ("nchw", "channels_last"):
+                for pass_ in ("fwd", "fwd+bwd"):
+                    es = torch.empty((), dtype=dtype).element_size()
+                    xbytes = math.prod(shape) * es
+                    style = 2 * shape[0] * shape[1] * es
+                    fwd = 2 * xbytes + style
+                    nbytes = fwd if pass_ == "fwd" else fwd + 3 * xbytes + style
+                    out.append(Case("adain", shape, dtype, layout, pass_, device, nbytes, xbytes,
+                                    _adain_setup(shape, dtype, layout, pass_, device), names, {}))
+    return out
+
+
+def _adain_setup(shape, dtype, layout, pass_, device):
+    def setup(names):
+        g = torch.Generator().manual_seed(0)
+        N, C = shape[:2]
+        x = (torch.randn(shape, generator=g) * 2 + 0.5).to(device=device, dtype=dtype)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        s = (1 + 0.1 * torch.randn(N, C, generator=g)).to(device=device, dtype=dtype)
+        b = (0.1 * torch.randn(N, C, generator=g)).to(device=device, dtype=dtype)
+        dy = None
+        if pass_ == "fwd+bwd":
+            for t in (x, s, b):
+                t.requires_grad_(True)
+            dy = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+            if layout == "channels_last":
+                dy = dy.contiguous(memory_format=torch.channels_last)
+        return standard_impls(names, _torch_adain, lambda x, s, b: genkernels.adain(x, s, b, _NORM_EPS),
+                              (x, s, b), dy)
+    return setup

@@ -81,8 +81,9 @@ def test_gradcheck_and_double_backward(backend):
         with genkernels.use_backend(backend):
             return genkernels.adain(*a)
 
-    assert torch.autograd.gradcheck(f, leaves)
-    assert torch.autograd.gradgradcheck(f, leaves)
+    fast = backend == "triton" and DEVICE.type == "cpu"  # the interpreter is slow
+    assert torch.autograd.gradcheck(f, leaves, fast_mode=fast)
+    assert torch.autograd.gradgradcheck(f, leaves, fast_mode=fast)
 
 
 def test_path_length_penalty_style_second_order():
