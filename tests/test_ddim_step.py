@@ -214,6 +214,21 @@ def test_compile_fullgraph_no_graph_break():
     torch.testing.assert_close(out, f(x, mo, z, at, ap), atol=1e-3, rtol=1e-5)
 
 
+def test_scheduler_step_compiles_fullgraph():
+    """A timestep tensor inside torch.compile takes the device-tensor alpha path (no sync, no graph break)."""
+    torch._dynamo.reset()
+    s = DDIMScheduler(clip_sample=True)
+    s.set_timesteps(10)
+    x, mo, z = make((2, 3, 4, 4), torch.float32, True)
+
+    def f(mo, t, x, z):
+        return s.step(mo, t, x, eta=0.5, variance_noise=z, guidance_scale=5.0).prev_sample
+
+    cf = torch.compile(f, fullgraph=True)
+    for t in (s.timesteps[0], s.timesteps[-1]):
+        torch.testing.assert_close(cf(mo, t, x, z), f(mo, t, x, z), atol=1e-5, rtol=1e-5)
+
+
 # ------------------------------------------------------------------ errors
 def test_errors_name_the_argument():
     x, mo, z = make((2, 3, 4), torch.float32, False)

@@ -42,7 +42,6 @@ the loaded codebook.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Optional
 
 import torch

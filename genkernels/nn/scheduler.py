@@ -106,6 +106,12 @@ def _spaced_timesteps(name: str, spacing: str, T: int, n: int, steps_offset: int
     raise ValueError(f"{name}: `timestep_spacing` must be 'leading', 'trailing' or 'linspace', got {spacing!r}")
 
 
+def _take(table: Tensor, idx: Tensor) -> Tensor:
+    """table[idx] for an index tensor of any shape, as a gather (a 0-d index would otherwise become a
+    data-dependent select that torch.compile cannot trace without a sync)."""
+    return table.index_select(0, idx.reshape(-1)).reshape(idx.shape)
+
+
 def _draw_noise(sample: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """diffusers' randn_tensor for one generator: a CPU generator draws on the CPU for device data."""
     dev = sample.device
@@ -183,13 +189,13 @@ class _Scheduler:
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
         ac = self._ac_on(original_samples.device).to(original_samples.dtype)
         timesteps = timesteps.to(original_samples.device)
-        a = ac[timesteps].flatten()
+        a = _take(ac, timesteps).flatten()
         shape = (-1,) + (1,) * (original_samples.dim() - 1)
         return a.sqrt().reshape(shape) * original_samples + (1 - a).sqrt().reshape(shape) * noise
 
     def get_velocity(self, sample: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
         ac = self._ac_on(sample.device).to(sample.dtype)
-        a = ac[timesteps.to(sample.device)].flatten()
+        a = _take(ac, timesteps.to(sample.device)).flatten()
         shape = (-1,) + (1,) * (sample.dim() - 1)
         return a.sqrt().reshape(shape) * noise - (1 - a).sqrt().reshape(shape) * sample
 
@@ -238,8 +244,9 @@ class DDIMScheduler(_Scheduler):
         ac = self._ac_on(device)
         t = timestep.to(device=device, dtype=torch.long)
         prev = t - step
-        a_p = torch.where(prev >= 0, ac[prev.clamp(min=0)], torch.full_like(ac[t], self._final))
-        return ac[t], a_p
+        a_t = _take(ac, t)
+        a_p = torch.where(prev >= 0, _take(ac, prev.clamp(min=0)), torch.full_like(a_t, self._final))
+        return a_t, a_p
 
     def step(self, model_output: Tensor, timestep, sample: Tensor, eta: float = 0.0,
              use_clipped_model_output: bool = False, generator: Optional[torch.Generator] = None,
@@ -331,9 +338,10 @@ class DDPMScheduler(_Scheduler):
             table = self._prev_dev.get(device)
             if table is None:
                 table = self._prev_dev[device] = torch.tensor(self._prev_list, dtype=torch.long).to(device)
-            prev = table[t]
-        a_p = torch.where(prev >= 0, ac[prev.clamp(min=0)], torch.ones_like(ac[t]))
-        return ac[t], a_p
+            prev = _take(table, t)
+        a_t = _take(ac, t)
+        a_p = torch.where(prev >= 0, _take(ac, prev.clamp(min=0)), torch.ones_like(a_t))
+        return a_t, a_p
 
     def step(self, model_output: Tensor, timestep, sample: Tensor, generator: Optional[torch.Generator] = None,
              return_dict: bool = True, *, guidance_scale: Optional[float] = None,

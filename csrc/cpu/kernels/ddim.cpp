@@ -7,6 +7,7 @@
 // Outputs too large for the cache are written with non-temporal stores.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -22,15 +23,33 @@ namespace gk {
 namespace GK_ISA {
 namespace {
 
+// float -> half bits, round to nearest even, integer/select only so that the loop vectorises
+// (GCC 12 keeps _Float16 conversions scalar). Overflow -> inf, NaN -> quiet NaN, subnormals exact.
+static inline std::uint16_t float_to_half_bits(float f) {
+  const std::uint32_t u = float_to_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
+  // normal range: rebias the exponent and round on bit 13 (ties to even)
+  const std::uint32_t normal = (a + 0xC8000FFFu + ((a >> 13) & 1u)) >> 13;  // 0xC8000000 = (15-127) << 23
+  // subnormal/zero: adding 0.5 (2^-1) aligns the 10 mantissa bits at the bottom, rounding by the FPU
+  const std::uint32_t sub = float_to_bits(bits_to_float(a) + 0.5f) - 0x3F000000u;
+  std::uint32_t h = a < 0x38800000u ? sub : normal;         // below 2^-14: subnormal half
+  h = a >= 0x47800000u ? 0x7C00u : h;                        // >= 65536 (and inf): inf
+  h = a > 0x7F800000u ? 0x7E00u : h;                         // NaN
+  return static_cast<std::uint16_t>(h | sign);
+}
+
+template <class T> static inline T store(float v) { return from_acc<T>(v); }
+template <class T> static inline T store(double v) { return from_acc<T>(v); }
+template <> inline half_t store<half_t>(float v) { return static_cast<half_t>(float_to_half_bits(v)); }
+
 template <class A>
 struct Coef {
   A A_, B_, G_, H_, K_, S_;
 };
 
 template <class T, bool GUIDE, bool CLIP, bool NOISE>
-void step_range(const T* __restrict x, const T* __restrict mu, const T* __restrict mc, const T* __restrict z,
-                T* __restrict prev, T* __restrict x0o, std::int64_t n, const Coef<acc_t<T>>& k,
-                acc_t<T> s, acc_t<T> r) {
+void step_loop(const T* __restrict x, const T* __restrict mu, const T* __restrict mc, const T* __restrict z,
+               T* __restrict prev, T* __restrict x0o, std::int64_t n, const Coef<acc_t<T>>& k,
+               acc_t<T> s, acc_t<T> r) {
   using A = acc_t<T>;
   const A cA = k.A_, cB = k.B_, cG = k.G_, cH = k.H_, cK = k.K_, cS = k.S_;
   const A lo = -r;
@@ -48,9 +67,76 @@ void step_range(const T* __restrict x, const T* __restrict mu, const T* __restri
     if (CLIP) x0 = x0 < lo ? lo : (x0 > r ? r : x0);  // NaN passes through, as torch.clamp
     A p = cG * x0 + cH * xv + cK * m;
     if (NOISE) p += cS * to_acc(z[i]);
-    prev[i] = from_acc<T>(p);
-    x0o[i] = from_acc<T>(x0);
+    prev[i] = store<T>(p);
+    x0o[i] = store<T>(x0);
   }
+}
+
+#if defined(__F16C__)
+// half <-> float with the F16C / AVX-512 conversion instructions (one each per 8 / 16 values).
+static inline void half_in(const half_t* src, float* dst, std::int64_t n) {
+  std::int64_t j = 0;
+#if defined(__AVX512F__)
+  for (; j + 16 <= n; j += 16)
+    _mm512_store_ps(dst + j, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j))));
+#endif
+  for (; j + 8 <= n; j += 8)
+    _mm256_store_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
+  for (; j < n; ++j) dst[j] = to_acc(src[j]);
+}
+static inline void half_out(const float* src, half_t* dst, std::int64_t n) {
+  std::int64_t j = 0;
+#if defined(__AVX512F__)
+  for (; j + 16 <= n; j += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j),
+                        _mm512_cvtps_ph(_mm512_load_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; j + 8 <= n; j += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j),
+                     _mm256_cvtps_ph(_mm256_load_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; j < n; ++j) dst[j] = store<half_t>(src[j]);
+}
+#endif
+
+template <class T>
+static inline void cvt_in(const T* __restrict src, float* __restrict dst, std::int64_t n) {
+#if defined(__F16C__)
+  if constexpr (std::is_same<T, half_t>::value) { half_in(src, dst, n); return; }
+#endif
+#pragma omp simd
+  for (std::int64_t j = 0; j < n; ++j) dst[j] = to_acc(src[j]);
+}
+template <class T>
+static inline void cvt_out(const float* __restrict src, T* __restrict dst, std::int64_t n) {
+#if defined(__F16C__)
+  if constexpr (std::is_same<T, half_t>::value) { half_out(src, dst, n); return; }
+#endif
+#pragma omp simd
+  for (std::int64_t j = 0; j < n; ++j) dst[j] = store<T>(src[j]);
+}
+
+// One range of elements. 16-bit data goes through float staging blocks in L1 (simple conversion
+// loops, the F16C instructions for half where the ISA has them); float/double run the loop directly.
+template <class T, bool GUIDE, bool CLIP, bool NOISE>
+void step_range(const T* __restrict x, const T* __restrict mu, const T* __restrict mc, const T* __restrict z,
+                T* __restrict prev, T* __restrict x0o, std::int64_t n, const Coef<acc_t<T>>& k,
+                acc_t<T> s, acc_t<T> r) {
+  if constexpr (std::is_same<T, half_t>::value || std::is_same<T, bf16_t>::value) {
+    constexpr std::int64_t B = 512;
+    alignas(64) float xb[B], ub[B], cb[GUIDE ? B : 1], zb[NOISE ? B : 1], pb[B], ob[B];
+    for (std::int64_t i = 0; i < n; i += B) {
+      const std::int64_t len = std::min(B, n - i);
+      cvt_in(x + i, xb, len);
+      cvt_in(mu + i, ub, len);
+      if (GUIDE) cvt_in(mc + i, cb, len);
+      if (NOISE) cvt_in(z + i, zb, len);
+      step_loop<float, GUIDE, CLIP, NOISE>(xb, ub, cb, zb, pb, ob, len, k, s, r);
+      cvt_out(pb, prev + i, len);
+      cvt_out(ob, x0o + i, len);
+    }
+    return;
+  }
+  step_loop<T, GUIDE, CLIP, NOISE>(x, mu, mc, z, prev, x0o, n, k, s, r);
 }
 
 // Copies nbytes from a cache-resident buffer to dst with non-temporal stores (dst 64-byte aligned):

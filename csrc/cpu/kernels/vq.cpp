@@ -205,7 +205,8 @@ void run(const VQArgs& p, int threads) {
   std::int64_t splits = 1;
   if (threads > 1 && nblocks < 4 * std::int64_t(threads))
     splits = std::min<std::int64_t>(npanels, (4 * std::int64_t(threads) + nblocks - 1) / nblocks);
-  const std::int64_t tile = std::max<std::int64_t>(1, kTileBytes / (std::int64_t(sizeof(A)) * NW * std::max<std::int64_t>(D, 1)));
+  const std::int64_t panel_bytes = std::int64_t(sizeof(A)) * NW * std::max<std::int64_t>(D, 1);
+  const std::int64_t tile = std::max<std::int64_t>(1, kTileBytes / panel_bytes);
 
   // Per-split results when the panels are split (merged in split order below).
   std::vector<A> part_best(splits > 1 ? std::size_t(splits * M) : 0);
