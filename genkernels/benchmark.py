@@ -570,3 +570,41 @@ def _adain_setup(shape, dtype, layout, pass_, device):
         return standard_impls(names, _torch_adain, lambda x, s, b: genkernels.adain(x, s, b, _NORM_EPS),
                               (x, s, b), dy)
     return setup
+
+
+def _eager_cfg_ddim(a_t, a_prev, s):
+    """The step as diffusers writes it: chunk + guidance, then DDIMScheduler.step's epsilon update."""
+    def fn(x, mo):
+        u, c = mo.chunk(2)
+        eps = u + s * (c - u)
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+        return a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps, x0
+    return fn
+
+
+@register("ddim_step")
+def _ddim_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """One DDIM step with classifier-free guidance on SD latents and a video-sized latent (fwd only)."""
+    shapes = [(4, 4, 128, 128), (1, 4, 64, 64), (2, 4, 96, 96), (1, 16, 16, 128, 128)]
+    dtypes = [torch.float16, torch.bfloat16, torch.float32] if device.type == "cuda" else [torch.float32]
+    if quick:
+        shapes, dtypes = shapes[:1], dtypes[:1]
+    names = impl_names(device, reference)
+    out = []
+    for dtype in dtypes:
+        for shape in shapes:
+            xbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            # read sample + [uncond; cond] model output, write prev_sample + pred_original_sample
+            out.append(Case("ddim_step", shape, dtype, "cfg", "fwd", device, 5 * xbytes, xbytes,
+                            _ddim_setup(shape, dtype, device), names, {"guidance_scale": 7.5}))
+    return out
+
+
+def _ddim_setup(shape, dtype, device, a_t=0.43, a_prev=0.61, s=7.5):
+    def setup(names):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+        mo = torch.randn((2 * shape[0],) + tuple(shape[1:]), generator=g).to(device=device, dtype=dtype)
+        return standard_impls(names, _eager_cfg_ddim(a_t, a_prev, s),
+                              lambda x, mo: genkernels.ddim_step(x, mo, a_t, a_prev, guidance_scale=s), (x, mo))
+    return setup
