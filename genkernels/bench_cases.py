@@ -1,0 +1,126 @@
+"""Benchmark cases of the ops, registered with :mod:`genkernels.benchmark` (eager vs torch.compile vs
+each genkernels backend on the shapes of the models that use them)."""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import genkernels
+
+from .benchmark import Case, impl_names, register, standard_impls
+
+_NORM_EPS = 1e-5
+_GPU_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+
+def _nbytes(shape, dtype) -> int:
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def _norm_cases(op: str, shapes: Sequence[tuple], dtypes, device, quick: bool, reference: bool,
+                param_shapes: Callable[[tuple], List[tuple]], torch_fn, gk_fn, extra=None) -> List[Case]:
+    """fwd and fwd+bwd, NCHW and channels_last, of a normalisation op f(x, *params)."""
+    if quick:
+        shapes, dtypes = shapes[:1], dtypes[:1]
+    names = impl_names(device, reference)
+    out = []
+    for dtype in dtypes:
+        for shape in shapes:
+            xbytes = _nbytes(shape, dtype)
+            pbytes = sum(_nbytes(p, dtype) for p in param_shapes(shape))
+            for layout in ("nchw", "channels_last"):
+                for pass_ in ("fwd", "fwd+bwd"):
+                    # fwd: read x, write y, read params; bwd adds read x and dy, write dx and param grads
+                    fwd = 2 * xbytes + pbytes
+                    nbytes = fwd if pass_ == "fwd" else fwd + 3 * xbytes + pbytes
+                    setup = _norm_setup(shape, dtype, layout, pass_, device, param_shapes(shape), torch_fn, gk_fn)
+                    out.append(Case(op, shape, dtype, layout, pass_, device, nbytes, xbytes, setup, names,
+                                    dict(extra or {})))
+    return out
+
+
+def _norm_setup(shape, dtype, layout, pass_, device, param_shapes, torch_fn, gk_fn):
+    def setup(names):
+        g = torch.Generator().manual_seed(0)
+        x = (torch.randn(shape, generator=g) * 2 + 0.5).to(device=device, dtype=dtype)
+        params = [(1 + 0.1 * torch.randn(param_shapes[0], generator=g)).to(device=device, dtype=dtype)]
+        params += [(0.1 * torch.randn(p, generator=g)).to(device=device, dtype=dtype) for p in param_shapes[1:]]
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        dy = None
+        if pass_ == "fwd+bwd":
+            for t in [x] + params:
+                t.requires_grad_(True)
+            dy = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+            if layout == "channels_last":
+                dy = dy.contiguous(memory_format=torch.channels_last)
+        return standard_impls(names, torch_fn, gk_fn, [x] + params, dy)
+    return setup
+
+
+@register("group_norm_silu")
+def _group_norm_silu_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """Stable Diffusion 1.5 UNet/VAE GroupNorm+SiLU shapes, G=32 (the largest scaled down on CPU)."""
+    G = 32
+    if device.type == "cuda":
+        shapes = [(2, 320, 64, 64), (2, 640, 32, 32), (2, 1280, 16, 16), (1, 128, 256, 256)]
+    else:
+        shapes = [(2, 320, 64, 64), (2, 640, 32, 32), (2, 1280, 16, 16), (1, 128, 128, 128)]
+    dtypes = _GPU_DTYPES if device.type == "cuda" else [torch.float32]
+    return _norm_cases("group_norm_silu", shapes, dtypes, device, quick, reference,
+                       lambda s: [(s[1],), (s[1],)],
+                       lambda x, w, b: F.silu(F.group_norm(x, G, w, b, _NORM_EPS)),
+                       lambda x, w, b: genkernels.group_norm_silu(x, G, w, b, _NORM_EPS),
+                       {"num_groups": G})
+
+
+@register("adain")
+def _adain_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """StyleGAN synthesis-network AdaIN shapes (batch 8); eager is instance_norm * s + b."""
+    shapes = [(8, 512, 32, 32), (8, 512, 4, 4), (8, 512, 16, 16), (8, 512, 64, 64), (8, 256, 128, 128)]
+    dtypes = _GPU_DTYPES if device.type == "cuda" else [torch.float32]
+    return _norm_cases("adain", shapes, dtypes, device, quick, reference,
+                       lambda s: [s[:2], s[:2]],
+                       lambda x, s, b: F.instance_norm(x, eps=_NORM_EPS) * s[:, :, None, None] + b[:, :, None, None],
+                       lambda x, s, b: genkernels.adain(x, s, b, _NORM_EPS))
+
+
+def _eager_cfg_ddim(a_t, a_prev, s):
+    """The step as diffusers writes it: chunk + guidance, then DDIMScheduler.step's epsilon update."""
+    def fn(x, mo):
+        u, c = mo.chunk(2)
+        eps = u + s * (c - u)
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+        return a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps, x0
+    return fn
+
+
+@register("ddim_step")
+def _ddim_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """One DDIM step with classifier-free guidance on SD latents and a video-sized latent (fwd only)."""
+    shapes = [(4, 4, 128, 128), (1, 4, 64, 64), (2, 4, 96, 96), (1, 16, 16, 128, 128)]
+    dtypes = _GPU_DTYPES if device.type == "cuda" else [torch.float32]
+    if quick:
+        shapes, dtypes = shapes[:1], dtypes[:1]
+    names = impl_names(device, reference)
+    out = []
+    for dtype in dtypes:
+        for shape in shapes:
+            xbytes = _nbytes(shape, dtype)
+            # read sample + [uncond; cond] model output, write prev_sample + pred_original_sample
+            out.append(Case("ddim_step", shape, dtype, "cfg", "fwd", device, 5 * xbytes, xbytes,
+                            _ddim_setup(shape, dtype, device), names, {"guidance_scale": 7.5}))
+    return out
+
+
+def _ddim_setup(shape, dtype, device, a_t=0.43, a_prev=0.61, s=7.5):
+    def setup(names):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+        mo = torch.randn((2 * shape[0],) + tuple(shape[1:]), generator=g).to(device=device, dtype=dtype)
+        return standard_impls(names, _eager_cfg_ddim(a_t, a_prev, s),
+                              lambda x, mo: genkernels.ddim_step(x, mo, a_t, a_prev, guidance_scale=s), (x, mo))
+    return setup
