@@ -124,3 +124,56 @@ def _ddim_setup(shape, dtype, device, a_t=0.43, a_prev=0.61, s=7.5):
         return standard_impls(names, _eager_cfg_ddim(a_t, a_prev, s),
                               lambda x, mo: genkernels.ddim_step(x, mo, a_t, a_prev, guidance_scale=s), (x, mo))
     return setup
+
+
+def _naive_attention(q, k, v):
+    return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1) @ v
+
+
+@register("attention")
+def _attention_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """SD 1.5 UNet attention, B = 2 (CFG), 8 heads: cross (text, Lk = 77) and self. The eager impl is
+    F.scaled_dot_product_attention; `naive` (softmax(q kᵀ) v) is what torch.compile compiles."""
+    if device.type == "cuda":
+        cross = [(2, 8, 4096, 40), (2, 8, 1024, 80), (2, 8, 256, 160), (2, 8, 64, 160)]
+        self_ = [(2, 8, 4096, 40), (2, 8, 1024, 80), (2, 8, 256, 160)]
+        dtypes = [torch.bfloat16, torch.float16]
+    else:
+        cross = [(2, 8, 4096, 40), (2, 8, 1024, 80), (2, 8, 256, 160)]
+        self_ = [(2, 8, 1024, 40), (2, 8, 256, 160)]
+        dtypes = [torch.float32]
+    shapes = [(s, 77, "cross") for s in cross] + [(s, s[2], "self") for s in self_]
+    if quick:
+        shapes, dtypes = shapes[:1], dtypes[:1]
+    names = impl_names(device, reference)
+    out = []
+    for dtype in dtypes:
+        for (B, H, Lq, d), Lk, kind in shapes:
+            qbytes, kvbytes = _nbytes((B, H, Lq, d), dtype), _nbytes((B, H, Lk, d), dtype)
+            for pass_ in ("fwd", "fwd+bwd"):
+                # fwd: read q, k, v, write out; bwd adds read q, k, v, out, dout and write dq, dk, dv
+                fwd = 2 * qbytes + 2 * kvbytes
+                nbytes = fwd if pass_ == "fwd" else fwd + 4 * qbytes + 4 * kvbytes
+                out.append(Case("attention", (B, H, Lq, d), dtype, f"{kind} Lk={Lk}", pass_, device, nbytes,
+                                qbytes, _attention_setup((B, H, Lq, d), Lk, dtype, pass_, device), names))
+    return out
+
+
+def _attention_setup(qshape, Lk, dtype, pass_, device):
+    def setup(names):
+        g = torch.Generator().manual_seed(0)
+        B, H, Lq, d = qshape
+        q = torch.randn(qshape, generator=g).to(device=device, dtype=dtype)
+        k = torch.randn((B, H, Lk, d), generator=g).to(device=device, dtype=dtype)
+        v = torch.randn((B, H, Lk, d), generator=g).to(device=device, dtype=dtype)
+        dy = None
+        if pass_ == "fwd+bwd":
+            for t in (q, k, v):
+                t.requires_grad_(True)
+            dy = torch.randn(qshape, generator=g).to(device=device, dtype=dtype)
+        impls = standard_impls([n for n in names if n != "compile"], F.scaled_dot_product_attention,
+                               genkernels.attention, (q, k, v), dy)
+        if "compile" in names:
+            impls["compile"] = standard_impls(["compile"], _naive_attention, None, (q, k, v), dy)["compile"]
+        return impls
+    return setup

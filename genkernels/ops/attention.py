@@ -1,0 +1,300 @@
+"""attention: softmax(q kᵀ · scale) v, flash-style (online softmax, no Lq x Lk matrix in memory).
+
+    out = genkernels.attention(q, k, v)                        # q [B, H, Lq, d], k/v [B, H, Lk, d]
+    out = genkernels.attention(q, k, v, heads=8)               # token layout: q [B, Lq, H*d], k/v [B, Lk, H*d]
+    out = genkernels.attention(q, k, v, key_padding_mask=pad)  # pad: bool [B, Lk], True = padding (ignored)
+
+``scale`` defaults to ``1 / sqrt(d)``. ``key_padding_mask`` follows ``nn.MultiheadAttention``: True marks
+a key that is *ignored*. A query row whose keys are all masked gets an output of **zeros** (and zero
+gradients), not NaN; its saved log-sum-exp is -inf.
+
+Arithmetic: the logits, the softmax and both products accumulate in float32 for float32/float16/bfloat16
+data (float64 for float64 data); the output is rounded once to the input dtype.
+
+Registered as ``torch.ops.genkernels.attention`` (returns ``(out, lse)``, lse float32/64 [B, H, Lq]) with
+a fake implementation and autograd; the backward is its own op, ``torch.ops.genkernels.attention_backward``
+(FlashAttention-2 style: P recomputed from the saved lse, no Lq x Lk matrix either). Token layout is
+handled by strides inside the kernels: no transposes. Double backward goes through the differentiable
+reference.
+
+Backends: ``cpu`` (csrc/cpu/kernels/attention.cpp), ``triton`` (genkernels/triton/attention.py),
+``cuda`` (csrc/cuda/attention.cu, forward; its backward runs on triton/reference), ``reference`` (below).
+Argument order of the kernels: csrc/common/attention_args.h.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+
+from ..backend import current_backend, resolve
+from ._common import acc_dtype, check_tensor, launch
+
+Tensor = torch.Tensor
+OP = "attention"
+_REF_CHUNK_ELEMS = 1 << 24  # the reference's logits chunk: at most 16M elements alive
+
+
+# ----------------------------------------------------------------------------------- layout helpers
+def _heads_view(t: Tensor, heads: int) -> Tensor:
+    """[B, L, H*d] -> [B, H, L, d] view (heads > 0); [B, H, L, d] unchanged."""
+    if heads == 0:
+        return t
+    B, L, HD = t.shape
+    return t.view(B, L, heads, HD // heads).transpose(1, 2)
+
+
+def _kernel_view(t: Tensor, heads: int) -> Tuple[Tensor, Tensor]:
+    """(t with a unit-stride last dim, its [B, H, L, d] view) — copies only when needed."""
+    if t.stride(-1) != 1 or (heads and t.shape[-1] > 0 and t.stride(-2) < t.shape[-1]):
+        t = t.contiguous()
+    v = _heads_view(t, heads)
+    return t, v
+
+
+def _strides(v: Tensor):
+    return [v.stride(0), v.stride(1), v.stride(2)]
+
+
+# ----------------------------------------------------------------------------------- reference
+def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float,
+                      heads: int) -> Tuple[Tensor, Tensor]:
+    """Eager PyTorch in the accumulation dtype, chunked over Lq; differentiable. (out, lse)."""
+    acc = acc_dtype(q.dtype)
+    qh, kh, vh = (_heads_view(t, heads).to(acc) for t in (q, k, v))
+    B, H, Lq, d = qh.shape
+    Lk = kh.shape[2]
+    outs, lses = [], []
+    rows = max(1, _REF_CHUNK_ELEMS // max(1, B * H * Lk))
+    for r0 in range(0, max(Lq, 1), rows):
+        s = torch.matmul(qh[:, :, r0:r0 + rows], kh.transpose(-1, -2)) * scale
+        if mask is not None:
+            s = s.masked_fill(mask[:, None, None, :], float("-inf"))
+        lse = torch.logsumexp(s, dim=-1)
+        finite = torch.isfinite(lse)
+        p = torch.exp(s - torch.where(finite, lse, torch.zeros_like(lse))[..., None])
+        p = torch.where(finite[..., None], p, torch.zeros_like(p))
+        outs.append(torch.matmul(p, vh))
+        lses.append(lse)
+    out = torch.cat(outs, 2)[:, :, :Lq] if Lq else qh.new_zeros((B, H, 0, vh.shape[-1]))
+    lse = torch.cat(lses, 2)[:, :, :Lq] if Lq else qh.new_zeros((B, H, 0))
+    out = out.to(q.dtype)
+    if heads:
+        out = out.transpose(1, 2).reshape(B, Lq, H * d)
+    return out, lse
+
+
+def _reference_backward(dout, q, k, v, mask, scale, heads):
+    """Analytic gradients (no autograd: this runs inside a custom op), in the accumulation dtype."""
+    acc = acc_dtype(q.dtype)
+    qh, kh, vh, gh = (_heads_view(t, heads).to(acc) for t in (q, k, v, dout))
+    s = torch.matmul(qh, kh.transpose(-1, -2)) * scale
+    if mask is not None:
+        s = s.masked_fill(mask[:, None, None, :], float("-inf"))
+    lse = torch.logsumexp(s, dim=-1, keepdim=True)
+    finite = torch.isfinite(lse)
+    p = torch.where(finite, torch.exp(s - torch.where(finite, lse, torch.zeros_like(lse))), torch.zeros_like(s))
+    dv = torch.matmul(p.transpose(-1, -2), gh)
+    dp = torch.matmul(gh, vh.transpose(-1, -2))
+    ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+    dq = torch.matmul(ds, kh) * scale
+    dk = torch.matmul(ds.transpose(-1, -2), qh) * scale
+
+    def back(g, like):
+        if heads:
+            g = g.transpose(1, 2).reshape(like.shape)
+        return g.to(like.dtype).contiguous()
+
+    return back(dq, q), back(dk, k), back(dv, v)
+
+
+# ----------------------------------------------------------------------------------- dispatch
+def _dims(q, k, heads):
+    if heads:
+        B, Lq, HD = q.shape
+        return B, heads, Lq, k.shape[1], HD // heads
+    B, H, Lq, d = q.shape
+    return B, H, Lq, k.shape[2], d
+
+
+def _mask_u8(mask):
+    return None if mask is None else mask.contiguous().view(torch.uint8)
+
+
+def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float,
+                      heads: int) -> Tuple[Tensor, Tensor]:
+    if backend == "reference":
+        return reference_forward(q, k, v, mask, scale, heads)
+    B, H, Lq, Lk, d = _dims(q, k, heads)
+    acc = acc_dtype(q.dtype)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, Lq), dtype=acc, device=q.device)
+    if out.numel() == 0:
+        return out, lse.fill_(float("-inf"))
+    q, qv = _kernel_view(q, heads)
+    k, kv = _kernel_view(k, heads)
+    v, vv = _kernel_view(v, heads)
+    ov = _heads_view(out, heads)
+    launch(backend, "attention", "attention_fwd", q.dtype, [q, k, v, _mask_u8(mask), out, lse],
+           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov), [float(scale)])
+    return out, lse
+
+
+def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads):
+    if backend == "reference":
+        return _reference_backward(dout, q, k, v, mask, scale, heads)
+    if backend == "cuda":  # the CUDA backend has no backward kernel yet: Triton if present
+        from ..backend import backend_error
+        backend = "triton" if backend_error("triton", q.device) is None else "reference"
+        if backend == "reference":
+            return _reference_backward(dout, q, k, v, mask, scale, heads)
+    B, H, Lq, Lk, d = _dims(q, k, heads)
+    q, k, v, out = (t.contiguous() for t in (q, k, v, out))
+    dout = dout.to(q.dtype).contiguous()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if dq.numel() == 0 or dk.numel() == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    qv, kv, vv, ov = (_heads_view(t, heads) for t in (q, k, v, out))
+    launch(backend, "attention", "attention_bwd", q.dtype,
+           [q, k, v, _mask_u8(mask), out, dout, lse.contiguous(), dq, dk, dv],
+           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov), [float(scale)])
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------- registration
+@torch.library.custom_op("genkernels::attention", mutates_args=())
+def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], scale: float,
+                 heads: int) -> Tuple[Tensor, Tensor]:
+    """(out, lse); heads > 0: token layout [B, L, H*d]."""
+    backend = resolve(OP, q.device)
+    return attention_forward(backend, q, k, v, key_padding_mask, scale, heads)
+
+
+@attention_op.register_fake
+def _(q, k, v, key_padding_mask, scale, heads):
+    if heads:
+        B, Lq = q.shape[0], q.shape[1]
+        H = heads
+    else:
+        B, H, Lq = q.shape[0], q.shape[1], q.shape[2]
+    return q.new_empty(q.shape), q.new_empty((B, H, Lq), dtype=acc_dtype(q.dtype))
+
+
+@torch.library.custom_op("genkernels::attention_backward", mutates_args=())
+def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                          key_padding_mask: Optional[Tensor], scale: float, heads: int, backend: str
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv); `backend`: the one the forward ran on ("auto": resolve now)."""
+    backend = resolve(OP, q.device, name=backend)
+    dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads)
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
+
+
+@attention_backward_op.register_fake
+def _(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, mask, scale, heads = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, mask, out, lse)
+    ctx.scale, ctx.heads = scale, heads
+    ctx.backend = current_backend()
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, dout, _dlse):
+    q, k, v, mask, out, lse = ctx.saved_tensors
+    if torch.is_grad_enabled():  # double backward: through the differentiable reference
+        dq, dk, dv = _reference_backward_graph(dout, q, k, v, mask, ctx.scale, ctx.heads)
+    else:
+        dq, dk, dv = torch.ops.genkernels.attention_backward(dout, q, k, v, out, lse, mask, ctx.scale,
+                                                             ctx.heads, ctx.backend)
+    n = ctx.needs_input_grad
+    return (dq if n[0] else None, dk if n[1] else None, dv if n[2] else None, None, None, None)
+
+
+def _reference_backward_graph(dout, q, k, v, mask, scale, heads):
+    out, _ = reference_forward(q, k, v, mask, scale, heads)
+    return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype), create_graph=True, allow_unused=True)
+
+
+attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------- public API
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_args(q, k, v, scale, key_padding_mask, heads):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(OP, name, t, dtypes=_DTYPES)
+    if heads is not None:
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
+            raise ValueError(f"{OP}: `heads` must be a positive int, got {heads!r}")
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if t.dim() != 3:
+                raise ValueError(f"{OP}: with `heads`, `{name}` must be 3-D [B, L, H*d], got shape {tuple(t.shape)}")
+            if t.shape[-1] % heads:
+                raise ValueError(f"{OP}: `heads`={heads} must divide the last dim of `{name}` "
+                                 f"({t.shape[-1]}), shape {tuple(t.shape)}")
+        d = q.shape[-1] // heads
+        B, Lk = q.shape[0], k.shape[1]
+        if k.shape[0] != B or k.shape[2] != q.shape[2]:
+            raise ValueError(f"{OP}: `k` must be [B, Lk, {q.shape[-1]}] like `q`, got {tuple(k.shape)}")
+        if v.shape != k.shape:
+            raise ValueError(f"{OP}: `v` must have the shape of `k` {tuple(k.shape)}, got {tuple(v.shape)}")
+    else:
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if t.dim() != 4:
+                raise ValueError(f"{OP}: `{name}` must be 4-D [B, H, L, d] (or pass `heads=` for the token "
+                                 f"layout [B, L, H*d]), got shape {tuple(t.shape)}")
+        B, H, Lq, d = q.shape
+        Lk = k.shape[2]
+        if (k.shape[0], k.shape[1], k.shape[3]) != (B, H, d):
+            raise ValueError(f"{OP}: `k` must be [{B}, {H}, Lk, {d}] to match `q` {tuple(q.shape)}, got {tuple(k.shape)}")
+        if v.shape != k.shape:
+            raise ValueError(f"{OP}: `v` must have the shape of `k` {tuple(k.shape)}, got {tuple(v.shape)}")
+    if d == 0 or d > 256:
+        raise ValueError(f"{OP}: head dim must be in 1..256, got {d}")
+    if Lk == 0:
+        raise ValueError(f"{OP}: `k`/`v` must have at least one key (Lk >= 1), got shape {tuple(k.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.device != q.device:
+            raise ValueError(f"{OP}: `{name}` is on {t.device} but `q` is on {q.device}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{OP}: `{name}` has dtype {t.dtype} but `q` has dtype {q.dtype}")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor):
+            raise TypeError(f"{OP}: `key_padding_mask` must be a bool tensor, got {type(key_padding_mask).__name__}")
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"{OP}: `key_padding_mask` must have dtype bool (True = padding), got "
+                            f"{key_padding_mask.dtype}")
+        if tuple(key_padding_mask.shape) != (B, Lk):
+            raise ValueError(f"{OP}: `key_padding_mask` must have shape [B, Lk] = {(B, Lk)}, got "
+                             f"{tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"{OP}: `key_padding_mask` is on {key_padding_mask.device} but `q` is on {q.device}")
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise TypeError(f"{OP}: `scale` must be a float or None, got {type(scale).__name__}")
+    return d
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
+              key_padding_mask: Optional[Tensor] = None, *, heads: Optional[int] = None) -> Tensor:
+    """softmax(q kᵀ · scale) v. q [B, H, Lq, d], k/v [B, H, Lk, d]; or with `heads=H` the token layout
+    q [B, Lq, H*d], k/v [B, Lk, H*d] (output in the input's layout). scale: 1/sqrt(d) by default.
+    key_padding_mask: bool [B, Lk], True = ignore that key; a fully masked row gives zeros."""
+    d = check_args(q, k, v, scale, key_padding_mask, heads)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    return attention_op(q, k, v, key_padding_mask, scale, int(heads or 0))[0]
+
+
+def attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
+                        key_padding_mask: Optional[Tensor] = None, *, heads: Optional[int] = None) -> Tensor:
+    """The eager-PyTorch specification of attention (differentiable to any order)."""
+    d = check_args(q, k, v, scale, key_padding_mask, heads)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0))[0]

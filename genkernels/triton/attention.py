@@ -1,0 +1,153 @@
+"""Triton flash attention, forward and backward (FlashAttention-2 style). Same arguments as the native
+kernels (csrc/common/attention_args.h): tensors, then ints, then floats. float32 accumulation;
+a fully masked row gives out = 0, lse = -inf and zero gradients."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
+                q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
+                HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    rm = pid_m * BM + tl.arange(0, BM)
+    rd = tl.arange(0, BD)
+    rn0 = tl.arange(0, BN)
+    q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :],
+                mask=(rm[:, None] < Lq) & (rd[None, :] < D), other=0.0).to(tl.float32)
+    q = q * scale
+    m_i = tl.full((BM,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BM,), tl.float32)
+    acc = tl.zeros((BM, BD), tl.float32)
+    for n0 in range(0, Lk, BN):
+        rn = n0 + rn0
+        kv_ok = (rn[:, None] < Lk) & (rd[None, :] < D)
+        k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
+        v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
+        s = tl.dot(q, tl.trans(k))
+        valid = rn < Lk
+        if HAS_MASK:
+            mk = tl.load(MASK + b * Lk + rn, mask=valid, other=1)
+            valid = valid & (mk == 0)
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - m_use[:, None])
+        alpha = tl.exp(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p, v)
+        m_i = m_new
+    inv = tl.where(l_i > 0, 1.0 / tl.maximum(l_i, 1e-30), 0.0)
+    out = acc * inv[:, None]
+    tl.store(O + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], out.to(O.dtype.element_ty),
+             mask=(rm[:, None] < Lq) & (rd[None, :] < D))
+    lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), float("-inf"))
+    tl.store(LSE + bh * Lq + rm, lse, mask=rm < Lq)
+
+
+@triton.jit
+def _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK: tl.constexpr):
+    """p and ds [BM, BN] for a query block (q, do, lse, delta) against a key block (k, v at rows rn)."""
+    s = tl.dot(q, tl.trans(k)) * scale
+    valid = rn < Lk
+    if HAS_MASK:
+        mk = tl.load(MASK + b * Lk + rn, mask=valid, other=1)
+        valid = valid & (mk == 0)
+    fin = lse != float("-inf")
+    lse_u = tl.where(fin, lse, 0.0)
+    p = tl.exp(s - lse_u[:, None])
+    p = tl.where(valid[None, :] & fin[:, None], p, 0.0)
+    dp = tl.dot(do, tl.trans(v))
+    ds = p * (dp - delta[:, None])
+    return p, ds
+
+
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
+                     q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
+                     HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    rn = pid_n * BN + tl.arange(0, BN)
+    rd = tl.arange(0, BD)
+    kv_ok = (rn[:, None] < Lk) & (rd[None, :] < D)
+    k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
+    v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
+    dk = tl.zeros((BN, BD), tl.float32)
+    dv = tl.zeros((BN, BD), tl.float32)
+    for m0 in range(0, Lq, BM):
+        rm = m0 + tl.arange(0, BM)
+        q_ok = (rm[:, None] < Lq) & (rd[None, :] < D)
+        q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
+        do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
+        lse = tl.load(LSE + bh * Lq + rm, mask=rm < Lq, other=float("-inf"))
+        delta = tl.load(DELTA + bh * Lq + rm, mask=rm < Lq, other=0.0)
+        p, ds = _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK)
+        dv += tl.dot(tl.trans(p), do)
+        dk += tl.dot(tl.trans(ds), q)
+    tl.store(DK + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], (dk * scale).to(DK.dtype.element_ty), mask=kv_ok)
+    tl.store(DV + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], dv.to(DV.dtype.element_ty), mask=kv_ok)
+
+
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
+                   q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
+                   HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    rm = pid_m * BM + tl.arange(0, BM)
+    rd = tl.arange(0, BD)
+    q_ok = (rm[:, None] < Lq) & (rd[None, :] < D)
+    q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
+    do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
+    lse = tl.load(LSE + bh * Lq + rm, mask=rm < Lq, other=float("-inf"))
+    delta = tl.load(DELTA + bh * Lq + rm, mask=rm < Lq, other=0.0)
+    dq = tl.zeros((BM, BD), tl.float32)
+    for n0 in range(0, Lk, BN):
+        rn = n0 + tl.arange(0, BN)
+        kv_ok = (rn[:, None] < Lk) & (rd[None, :] < D)
+        k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
+        v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
+        p, ds = _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK)
+        dq += tl.dot(ds, k)
+    tl.store(DQ + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], (dq * scale).to(DQ.dtype.element_ty), mask=q_ok)
+
+
+def _blocks(D):
+    BD = max(16, triton.next_power_of_2(D))
+    BM = 64 if BD <= 64 else 32
+    BN = 64 if BD <= 128 else 32
+    return BM, BN, BD
+
+
+def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_and_scale):
+    *strides, scale = strides_and_scale
+    BM, BN, BD = _blocks(D)
+    grid = (triton.cdiv(Lq, BM), B * H)
+    _fwd_kernel[grid](q, k, v, mask if mask is not None else q, out, lse, H, Lq, Lk, D, *strides, scale,
+                      HAS_MASK=mask is not None, BM=BM, BN=BN, BD=BD)
+
+
+def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *strides_and_scale):
+    *strides, scale = strides_and_scale
+    o_sb, o_sh, o_sl = strides[9:12]
+    # delta_i = dout_i . out_i per (b, h, i), [B*H, Lq] float32
+    ov = torch.as_strided(out, (B, H, Lq, D), (o_sb, o_sh, o_sl, 1)).float()
+    gv = torch.as_strided(dout, (B, H, Lq, D), (o_sb, o_sh, o_sl, 1)).float()
+    delta = (ov * gv).sum(-1).contiguous()
+    BM, BN, BD = _blocks(D)
+    m = mask if mask is not None else q
+    _bwd_dkdv_kernel[(triton.cdiv(Lk, BN), B * H)](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D, *strides,
+                                                    scale, HAS_MASK=mask is not None, BM=BM, BN=BN, BD=BD)
+    _bwd_dq_kernel[(triton.cdiv(Lq, BM), B * H)](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D, *strides,
+                                                  scale, HAS_MASK=mask is not None, BM=BM, BN=BN, BD=BD)

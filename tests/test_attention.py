@@ -1,0 +1,220 @@
+"""attention: every available backend against a float64 reference, forward and backward.
+
+Correctness criterion (FlashAttention's tests): the max error of our output (and of each gradient) vs
+the float64 reference is at most 2x the error of naive eager PyTorch attention run in the same dtype,
+plus a small floor (a few ulp of the output scale, for results that eager happens to get exact).
+Masks: key_padding_mask True = padding (ignored); a fully masked row gives zeros and zero gradients.
+"""
+import pytest
+import torch
+
+import genkernels
+from genkernels.ops.attention import attention, attention_reference
+from conftest import DEVICE, compiled_backends
+
+INTERP = DEVICE.type == "cpu"
+BACKENDS = ["reference"] + [b for b in compiled_backends() if b != "cuda" or DEVICE.type == "cuda"]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+FLOOR = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# (B, H, Lq, Lk, d): cross-attention (fast path), Lk = 1, tiled self-attention, odd head dims
+SHAPES = [(2, 3, 37, 77, 40), (2, 1, 5, 1, 64), (1, 2, 70, 600, 80), (1, 1, 9, 20, 8), (1, 1, 17, 33, 160)]
+TRITON_SHAPES = [(2, 3, 9, 77, 40), (1, 1, 5, 1, 8), (1, 1, 17, 70, 16)]
+
+
+def shapes(backend):
+    return TRITON_SHAPES if backend == "triton" and INTERP else SHAPES
+
+
+def dtypes(backend):
+    return [d for d in DTYPES if not (d == torch.float64 and backend in ("triton", "cuda"))]
+
+
+def make(B, H, Lq, Lk, d, dtype, seed=0, masked=False):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, L, d, generator=g, dtype=torch.float64).to(dtype).to(DEVICE)
+               for L in (Lq, Lk, Lk))
+    mask = None
+    if masked:
+        mask = torch.rand(B, Lk, generator=g) < 0.3
+        mask[:, 0] = False  # keep one key per row (fully masked rows are tested separately)
+        mask = mask.to(DEVICE)
+    return q, k, v, mask
+
+
+def eager(q, k, v, mask):
+    """Naive attention in the input dtype (what the error criterion compares against)."""
+    s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        s = s.masked_fill(mask[:, None, None, :], float("-inf"))
+    return torch.softmax(s, -1) @ v
+
+
+def fwd_bwd(fn, q, k, v, mask, dout):
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v, mask)
+    out.backward(dout.to(out.dtype))
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+def err(a, b):
+    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
+
+
+def run(backend, q, k, v, mask, **kw):
+    with genkernels.use_backend(backend):
+        return attention(q, k, v, key_padding_mask=mask, **kw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_parity_2x_eager(backend, masked):
+    for dtype in dtypes(backend):
+        for shape in shapes(backend):
+            q, k, v, mask = make(*shape, dtype, masked=masked)
+            dout = torch.randn(q.shape[:3] + (v.shape[-1],), dtype=torch.float64,
+                               generator=torch.Generator().manual_seed(1)).to(DEVICE)
+            ref = fwd_bwd(lambda *a: eager(*a), *(t.double() for t in (q, k, v)), mask, dout)
+            eag = fwd_bwd(eager, q, k, v, mask, dout)
+            ours = fwd_bwd(lambda q_, k_, v_, m_: run(backend, q_, k_, v_, m_), q, k, v, mask, dout)
+            assert ours[0].dtype == dtype and ours[0].shape == q.shape
+            for name, o, e, r in zip(("out", "dq", "dk", "dv"), ours, eag, ref):
+                assert o.dtype == dtype, name
+                bound = 2 * err(e, r) + FLOOR[dtype] * max(1.0, r.abs().max().item())
+                assert err(o, r) <= bound, f"{backend} {dtype} {shape} {name}: {err(o, r)} > {bound}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fully_masked_row_is_zero(backend):
+    q, k, v, _ = make(2, 2, 5, 7, 8, torch.float32)
+    mask = torch.zeros(2, 7, dtype=torch.bool, device=DEVICE)
+    mask[1] = True
+    out, dq, dk, dv = fwd_bwd(lambda *a: run(backend, *a), q, k, v, mask, torch.ones_like(q).double())
+    assert torch.isfinite(out).all() and (out[1] == 0).all()
+    assert (dq[1] == 0).all() and (dk[1] == 0).all() and (dv[1] == 0).all()
+    ref = attention_reference(q[:1], k[:1], v[:1])
+    torch.testing.assert_close(out[:1], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_token_layout_matches(backend):
+    B, H, Lq, Lk, d = 2, 3, 11, 13, 8
+    q, k, v, mask = make(B, H, Lq, Lk, d, torch.float32, masked=True)
+    tok = [t.transpose(1, 2).reshape(B, -1, H * d) for t in (q, k, v)]
+    out = run(backend, *tok, mask, heads=H)
+    assert out.shape == (B, Lq, H * d)
+    expect = attention_reference(q, k, v, key_padding_mask=mask).transpose(1, 2).reshape(B, Lq, H * d)
+    torch.testing.assert_close(out, expect, atol=2e-5, rtol=2e-5)
+    # strided views (e.g. a fused qkv projection) need no copies and give the same result
+    qkv = torch.cat(tok, -1) if Lq == Lk else None
+    if qkv is not None:
+        qs, ks, vs = qkv.split(H * d, -1)
+        torch.testing.assert_close(run(backend, qs, ks, vs, mask, heads=H), out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_noncontiguous_and_empty(backend):
+    q, k, v, _ = make(2, 3, 6, 5, 8, torch.float32)
+    qt = q.transpose(0, 1).contiguous().transpose(0, 1)  # non-contiguous [B, H, L, d]
+    torch.testing.assert_close(run(backend, qt, k, v, None), attention_reference(q, k, v), atol=2e-5, rtol=2e-5)
+    for B, Lq in ((0, 6), (2, 0)):
+        qe, ke, ve, _ = make(B, 3, Lq, 5, 8, torch.float32)
+        qe.requires_grad_()
+        out = run(backend, qe, ke, ve, None)
+        assert out.shape == qe.shape
+        out.sum().backward()
+        assert qe.grad.shape == qe.shape
+
+
+def test_gradcheck_float64():
+    if "cpu" not in BACKENDS and DEVICE.type == "cpu":
+        pytest.skip("no cpu backend")
+    q, k, v, mask = make(1, 2, 5, 7, 8, torch.float64, masked=True)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: attention(a, b, c, key_padding_mask=mask), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: attention(a, b, c, heads=2),
+                                    tuple(t.detach().transpose(1, 2).reshape(1, -1, 16).requires_grad_()
+                                          for t in (q, k, v)))
+
+
+def test_gradgradcheck_float64():
+    q, k, v, _ = make(1, 1, 3, 4, 8, torch.float64)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    assert torch.autograd.gradgradcheck(lambda a, b, c: attention(a, b, c), (q, k, v))
+
+
+def test_opcheck():
+    q, k, v, mask = make(2, 2, 5, 7, 8, torch.float32, masked=True)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    torch.library.opcheck(torch.ops.genkernels.attention.default, (q, k, v, mask, 0.3, 0))
+    tok = [t.detach().transpose(1, 2).reshape(2, -1, 16).requires_grad_() for t in (q, k, v)]
+    torch.library.opcheck(torch.ops.genkernels.attention.default, (*tok, None, 0.3, 2))
+
+
+def test_compile_fullgraph():
+    q, k, v, mask = make(2, 2, 5, 7, 8, torch.float32, masked=True)
+    q.requires_grad_()
+
+    def f(q, k, v, mask):
+        return attention(q, k, v, key_padding_mask=mask).sin().sum()
+
+    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(cf(q, k, v, mask), f(q, k, v, mask))
+    g1, = torch.autograd.grad(cf(q, k, v, mask), q)
+    g2, = torch.autograd.grad(f(q, k, v, mask), q)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_errors():
+    q, k, v, _ = make(2, 2, 5, 7, 8, torch.float32)
+    with pytest.raises(ValueError, match="`q` must be 4-D"):
+        attention(q[0], k, v)
+    with pytest.raises(ValueError, match="`k` must be"):
+        attention(q, k[:, :1], v)
+    with pytest.raises(ValueError, match="`v` must have the shape"):
+        attention(q, k, v[:, :, :3])
+    with pytest.raises(TypeError, match="`k` has dtype"):
+        attention(q, k.double(), v)
+    with pytest.raises(TypeError, match="`q` has dtype"):
+        attention(q.int(), k, v)
+    with pytest.raises(TypeError, match="`key_padding_mask` must have dtype bool"):
+        attention(q, k, v, key_padding_mask=torch.zeros(2, 7))
+    with pytest.raises(ValueError, match=r"`key_padding_mask` must have shape \[B, Lk\]"):
+        attention(q, k, v, key_padding_mask=torch.zeros(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="`heads`=3 must divide"):
+        attention(torch.randn(2, 5, 16), torch.randn(2, 7, 16), torch.randn(2, 7, 16), heads=3)
+    with pytest.raises(ValueError, match="`heads` must be a positive int"):
+        attention(torch.randn(2, 5, 16), torch.randn(2, 7, 16), torch.randn(2, 7, 16), heads=0)
+    with pytest.raises(ValueError, match="Lk >= 1"):
+        attention(q, k[:, :, :0], v[:, :, :0])
+
+
+def test_nn_attention_loads_diffusers_weights_and_processor():
+    pytest.importorskip("diffusers")
+    from diffusers.models.attention_processor import Attention as DAttention, AttnProcessor2_0
+    from genkernels.diffusers import AttnProcessor
+    from genkernels.nn.attention import Attention
+
+    torch.manual_seed(0)
+    for cross in (None, 24):
+        ref = DAttention(query_dim=32, cross_attention_dim=cross, heads=4, dim_head=8).eval()
+        ref.set_processor(AttnProcessor2_0())
+        x = torch.randn(2, 19, 32)
+        ctx = torch.randn(2, 7, cross) if cross else None
+        with torch.no_grad():
+            expect = ref(x, encoder_hidden_states=ctx)
+            mine = Attention(32, cross_attention_dim=cross, heads=4, dim_head=8)
+            mine.load_state_dict(ref.state_dict())
+            torch.testing.assert_close(mine(x, ctx), expect, atol=1e-5, rtol=1e-5)
+            ref.set_processor(AttnProcessor())
+            torch.testing.assert_close(ref(x, encoder_hidden_states=ctx), expect, atol=1e-5, rtol=1e-5)
+            # [B, C, H, W] input, as in the UNet's transformer blocks
+            img = torch.randn(2, 32, 3, 5)
+            ref.set_processor(AttnProcessor2_0())
+            e4 = ref(img, encoder_hidden_states=ctx)
+            ref.set_processor(AttnProcessor())
+            torch.testing.assert_close(ref(img, encoder_hidden_states=ctx), e4, atol=1e-5, rtol=1e-5)
+    # gradients flow through the module
+    m = Attention(16, heads=2, dim_head=8)
+    x = torch.randn(1, 5, 16, requires_grad=True)
+    m(x).sum().backward()
+    assert x.grad is not None and m.to_q.weight.grad is not None
