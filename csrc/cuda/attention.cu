@@ -87,13 +87,7 @@ void cuda_attention_fwd(const Flat& a, int device, std::uintptr_t stream) {
   if (p.D > kMaxD) throw std::invalid_argument("attention_fwd (cuda): head dim must be <= 256");
   DeviceGuard guard(device);
   cudaStream_t s = as_stream(stream);
-  switch (a.dtype) {
-    case kFloat32: run<float>(p, s); break;
-    case kFloat16: run<__half>(p, s); break;
-    case kBFloat16: run<__nv_bfloat16>(p, s); break;
-    case kFloat64: run<double>(p, s); break;
-    default: throw std::invalid_argument("attention_fwd (cuda): unsupported dtype code");
-  }
+  by_dtype(a.dtype, "attention_fwd", [&](auto t) { run<decltype(t)>(p, s); });
 }
 
 }  // namespace gk

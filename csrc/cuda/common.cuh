@@ -145,6 +145,18 @@ inline int sm_count(int device) {
 
 inline cudaStream_t as_stream(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
+// Calls f(T{}) with T the element type of dtype code `dtype` (csrc/common/flat_args.h).
+template <class F>
+void by_dtype(int dtype, const char* op, F&& f) {
+  switch (dtype) {
+    case kFloat32: f(float{}); break;
+    case kFloat64: f(double{}); break;
+    case kFloat16: f(__half{}); break;
+    case kBFloat16: f(__nv_bfloat16{}); break;
+    default: throw std::invalid_argument(std::string(op) + " (cuda): unsupported dtype code");
+  }
+}
+
 inline bool is_aligned(const void* p, std::uintptr_t bytes) {
   return (reinterpret_cast<std::uintptr_t>(p) % bytes) == 0;
 }

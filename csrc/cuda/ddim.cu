@@ -5,36 +5,14 @@
 // scalar alphas or the alpha tensors (a few flops, no host sync), then streams 16-byte vectors
 // (4 float / 8 half / 2 double) when every pointer is 16-byte aligned and L is a multiple of the
 // vector width, else single elements. Arithmetic in float (double for float64 data).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
-#include <stdexcept>
-#include <string>
 
 #include "common/ddim_args.h"
-#include "cuda/launch.h"
+#include "cuda/common.cuh"
 
 namespace gk {
 namespace {
-
-template <class T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(__half v) { return __half2float(v); }
-__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class T> __device__ __forceinline__ T st(float v);
-template <> __device__ __forceinline__ float st<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <class T> __device__ __forceinline__ T st(double v) { return v; }
-
-template <class T, int V>
-struct alignas(sizeof(T) * V) Vec { T v[V]; };
+using namespace cu;
 
 struct Params {
   const void *x, *m, *z, *at, *ap;
@@ -50,7 +28,7 @@ constexpr int kVecsPerThread = 4;
 
 template <class T, int V>
 __global__ void __launch_bounds__(kThreads) ddim_step_kernel(Params p) {
-  using A = typename AccOf<T>::type;
+  using A = acc_t<T>;
   using VT = Vec<T, V>;
   const bool noise = p.z != nullptr;
   const long long nvec = p.L / V;
@@ -73,15 +51,15 @@ __global__ void __launch_bounds__(kThreads) ddim_step_kernel(Params p) {
       if (noise) zv = z[i];
 #pragma unroll
       for (int j = 0; j < V; ++j) {
-        const A xe = ld(xv.v[j]);
-        A m = ld(uv.v[j]);
-        if (p.guide) m = m + s * (ld(cv.v[j]) - m);
+        const A xe = to_acc(xv.v[j]);
+        A m = to_acc(uv.v[j]);
+        if (p.guide) m = m + s * (to_acc(cv.v[j]) - m);
         A x0 = k.A * xe + k.B * m;
         if (p.clip) x0 = x0 < -r ? -r : (x0 > r ? r : x0);  // NaN passes through, as torch.clamp
         A pr = k.G * x0 + k.H * xe + k.K * m;
-        if (noise) pr += k.S * ld(zv.v[j]);
-        pv.v[j] = st<T>(pr);
-        ov.v[j] = st<T>(x0);
+        if (noise) pr += k.S * to_acc(zv.v[j]);
+        pv.v[j] = from_acc<T>(pr);
+        ov.v[j] = from_acc<T>(x0);
       }
       prev[i] = pv;
       x0o[i] = ov;
@@ -114,22 +92,9 @@ void launch(const StepArgs& a, cudaStream_t stream) {
 void cuda_ddim_step(const Flat& f, int device, std::uintptr_t stream) {
   StepArgs a(f);
   if (a.N <= 0 || a.L <= 0) return;
-  int prev_device = -1;
-  cudaGetDevice(&prev_device);
-  if (prev_device != device) cudaSetDevice(device);
-  cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-  switch (f.dtype) {
-    case kFloat32: launch<float>(a, s); break;
-    case kFloat64: launch<double>(a, s); break;
-    case kFloat16: launch<__half>(a, s); break;
-    case kBFloat16: launch<__nv_bfloat16>(a, s); break;
-    default:
-      if (prev_device != device) cudaSetDevice(prev_device);
-      throw std::invalid_argument("ddim_step: unsupported dtype code");
-  }
-  cudaError_t err = cudaGetLastError();
-  if (prev_device != device) cudaSetDevice(prev_device);
-  if (err != cudaSuccess) throw std::runtime_error(std::string("ddim_step: CUDA launch failed: ") + cudaGetErrorString(err));
+  DeviceGuard guard(device);
+  by_dtype(f.dtype, "ddim_step", [&](auto t) { launch<decltype(t)>(a, as_stream(stream)); });
+  check(cudaGetLastError(), "ddim_step launch");
 }
 
 }  // namespace gk

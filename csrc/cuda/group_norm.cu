@@ -481,17 +481,6 @@ void bwd(const NormBwdArgs& a, int device, cudaStream_t st) {
   check(cudaGetLastError(), "group_norm_bwd launch");
 }
 
-template <class F>
-void by_dtype(int dtype, F&& f) {
-  switch (dtype) {
-    case kFloat32: f(float{}); break;
-    case kFloat64: f(double{}); break;
-    case kFloat16: f(__half{}); break;
-    case kBFloat16: f(__nv_bfloat16{}); break;
-    default: throw std::invalid_argument("group_norm (cuda): unsupported dtype code");
-  }
-}
-
 }  // namespace
 
 void cuda_group_norm_fwd(const Flat& a, int device, std::uintptr_t stream) {
@@ -499,7 +488,7 @@ void cuda_group_norm_fwd(const Flat& a, int device, std::uintptr_t stream) {
   check_shape(p.s, "group_norm_fwd");
   if (p.s.N * p.s.C * p.s.HW == 0) return;
   DeviceGuard guard(device);
-  by_dtype(a.dtype, [&](auto t) { fwd<decltype(t)>(p, device, as_stream(stream)); });
+  by_dtype(a.dtype, "group_norm_fwd", [&](auto t) { fwd<decltype(t)>(p, device, as_stream(stream)); });
 }
 
 void cuda_group_norm_bwd(const Flat& a, int device, std::uintptr_t stream) {
@@ -507,7 +496,7 @@ void cuda_group_norm_bwd(const Flat& a, int device, std::uintptr_t stream) {
   check_shape(p.s, "group_norm_bwd");
   if (p.s.N * p.s.C * p.s.HW == 0) return;
   DeviceGuard guard(device);
-  by_dtype(a.dtype, [&](auto t) { bwd<decltype(t)>(p, device, as_stream(stream)); });
+  by_dtype(a.dtype, "group_norm_bwd", [&](auto t) { bwd<decltype(t)>(p, device, as_stream(stream)); });
 }
 
 }  // namespace gk

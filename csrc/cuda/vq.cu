@@ -259,17 +259,6 @@ void run(const VQArgs& p, int device, cudaStream_t st) {
   check(cudaGetLastError(), "vq_nearest launch");
 }
 
-template <class F>
-void by_dtype(int dtype, F&& f) {
-  switch (dtype) {
-    case kFloat32: f(float{}); break;
-    case kFloat64: f(double{}); break;
-    case kFloat16: f(__half{}); break;
-    case kBFloat16: f(__nv_bfloat16{}); break;
-    default: throw std::invalid_argument("vq_nearest (cuda): unsupported dtype code");
-  }
-}
-
 }  // namespace
 
 void cuda_vq_nearest(const Flat& a, int device, std::uintptr_t stream) {
@@ -277,7 +266,7 @@ void cuda_vq_nearest(const Flat& a, int device, std::uintptr_t stream) {
   if (p.M == 0) return;
   if (p.D == 0) throw std::invalid_argument("vq_nearest (cuda): D must be >= 1");
   DeviceGuard guard(device);
-  by_dtype(a.dtype, [&](auto t) {
+  by_dtype(a.dtype, "vq_nearest", [&](auto t) {
     using T = decltype(t);
     if (p.cosine) run<T, true>(p, device, as_stream(stream));
     else run<T, false>(p, device, as_stream(stream));
