@@ -12,7 +12,13 @@ from genkernels.ops.ddim_step import (ddim_step, ddim_step_reference, ddpm_step,
 
 from conftest import DEVICE, assert_close, compiled_backends
 
-diffusers = pytest.importorskip("diffusers")
+
+
+@pytest.fixture
+def diffusers():
+    """diffusers' schedulers, the reference of the sampling-loop tests (skipped where not installed)."""
+    return pytest.importorskip("diffusers")
+
 
 BACKENDS = ["reference"] + compiled_backends()
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -312,7 +318,7 @@ def _loop(ours, theirs, steps, gs, step_kw, per_sample_t=False, seed=0):
 @pytest.mark.parametrize("steps", [10, 50])
 @pytest.mark.parametrize("eta", [0.0, 0.7])
 @pytest.mark.parametrize("guidance", [None, 5.0])
-def test_ddim_sampling_loop_matches_diffusers(prediction_type, steps, eta, guidance):
+def test_ddim_sampling_loop_matches_diffusers(prediction_type, steps, eta, guidance, diffusers):
     cfg = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type,
                steps_offset=1, set_alpha_to_one=False, clip_sample=prediction_type == "sample")
     theirs = diffusers.DDIMScheduler(**cfg)
@@ -327,7 +333,7 @@ def test_ddim_sampling_loop_matches_diffusers(prediction_type, steps, eta, guida
     dict(beta_schedule="scaled_linear", timestep_spacing="trailing", rescale_betas_zero_snr=True,
          prediction_type="v_prediction", clip_sample=False),
 ])
-def test_ddim_scheduler_configs_match_diffusers(cfg):
+def test_ddim_scheduler_configs_match_diffusers(cfg, diffusers):
     theirs = diffusers.DDIMScheduler(**cfg)
     ours = DDIMScheduler.from_config(theirs.config)
     torch.testing.assert_close(ours.alphas_cumprod, theirs.alphas_cumprod, atol=0, rtol=0)
@@ -336,7 +342,7 @@ def test_ddim_scheduler_configs_match_diffusers(cfg):
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
-def test_ddpm_sampling_loop_matches_diffusers(prediction_type, variance_type):
+def test_ddpm_sampling_loop_matches_diffusers(prediction_type, variance_type, diffusers):
     theirs = diffusers.DDPMScheduler(prediction_type=prediction_type, variance_type=variance_type,
                                      beta_schedule="squaredcos_cap_v2")
     ours = DDPMScheduler.from_config(theirs.config)
@@ -344,7 +350,7 @@ def test_ddpm_sampling_loop_matches_diffusers(prediction_type, variance_type):
           per_sample_t=prediction_type == "sample")
 
 
-def test_scheduler_timesteps_match_diffusers():
+def test_scheduler_timesteps_match_diffusers(diffusers):
     for spacing, offset, n in itertools.product(["leading", "trailing", "linspace"], [0, 1], [1, 7, 10, 50, 999]):
         kw = dict(timestep_spacing=spacing, steps_offset=offset)
         a, b = diffusers.DDIMScheduler(**kw), DDIMScheduler(**kw)

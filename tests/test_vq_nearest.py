@@ -387,6 +387,7 @@ def test_quantizer_channel_last_inputs_and_cosine():
 
 
 def test_quantizer_matches_diffusers():
+    pytest.importorskip("diffusers")
     from diffusers.models.autoencoders.vq_model import VQModel
 
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ HAVE_NVCC = shutil.which("nvcc") is not None and os.environ.get("GENKERNELS_CUDA
 # In CI the wheel is built with pip's build isolation (proving the build needs no torch); locally the
 # faster in-tree build reuses the CMake build directory.
 ISOLATED = os.environ.get("CI") == "true"
+pytestmark = pytest.mark.slow  # builds a wheel: CI runs it, the short GPU check (-m "not slow") does not
 
 
 @pytest.fixture(scope="module")
