@@ -81,3 +81,17 @@ def launch(backend: str, family: str, kernel: str, dtype: torch.dtype, tensors, 
         from .. import _native
 
         _native.call(kernel, dtype, tensors, ints, floats)
+
+
+def direct_call_ok(*tensors) -> bool:
+    """True when a public op may run its implementation without going through the dispatcher (which
+    costs ~20-50 us a call, as much as a cache-resident kernel): plain tensors, nothing that needs
+    autograd, and no compiler, tracer, vmap or dispatch/function mode watching. Same result either way."""
+    ts = [t for t in tensors if t is not None]
+    if any(type(t) is not torch.Tensor for t in ts):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+        return False
+    return not (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+                or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
+                or torch.jit.is_tracing())

@@ -112,7 +112,7 @@ def norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale):
     y = empty_in_layout(x.shape, x.dtype, x.device, cl)
     mean = torch.empty((N, G), dtype=acc, device=x.device)
     rstd = torch.empty((N, G), dtype=acc, device=x.device)
-    HW = x[0, 0].numel() if N and C else 0
+    HW = math.prod(x.shape[2:])
     if y.numel() == 0:
         return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
     launch(backend, "group_norm", "group_norm_fwd", x.dtype,
@@ -133,7 +133,7 @@ def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, 
     sdz = torch.zeros((N, C), dtype=acc, device=x.device)
     sdzx = torch.zeros((N, C), dtype=acc, device=x.device)
     if dx.numel():
-        HW = x[0, 0].numel()
+        HW = math.prod(x.shape[2:])
         wa, ba, sa, ha = param(w, acc), param(b, acc), param(scale, acc), param(shift, acc)
         launch(backend, "group_norm", "group_norm_bwd", x.dtype,
                [dyd, xd, wa, ba, sa, ha, mean.contiguous(), rstd.contiguous(), dx, sdz, sdzx],

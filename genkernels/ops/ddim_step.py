@@ -35,7 +35,7 @@ import torch
 
 from .. import _native
 from ..backend import resolve
-from ._common import FLOAT_DTYPES, acc_dtype, is_channels_last, launch, to_layout
+from ._common import FLOAT_DTYPES, acc_dtype, direct_call_ok, is_channels_last, launch, to_layout
 
 Tensor = torch.Tensor
 OP = "ddim_step"
@@ -197,21 +197,6 @@ def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta,
     else:
         launch(backend, "ddim", "ddim_step", x.dtype, [x, m, z, at_t, ap_t, prev, x0], ints, floats)
     return prev, x0
-
-
-def _eager_direct(sample: Tensor, model_output: Tensor, noise: Optional[Tensor]) -> bool:
-    """True when the public functions may run the implementation without going through the
-    dispatcher (it costs ~20 us a call, as much as a cache-resident step): plain tensors, nothing
-    that needs autograd, and no compiler, tracer, vmap or dispatch/function mode watching."""
-    if type(sample) is not Tensor or type(model_output) is not Tensor or (
-            noise is not None and type(noise) is not Tensor):
-        return False
-    if torch.is_grad_enabled() and (sample.requires_grad or model_output.requires_grad or
-                                    (noise is not None and noise.requires_grad)):
-        return False
-    return not (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
-                or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
-                or torch.jit.is_tracing())
 
 
 # ----------------------------------------------------------------------------------- registration
@@ -391,7 +376,7 @@ def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
     if eta == 0:
         noise = None  # diffusers adds no noise at eta = 0; do not read it
     pred = PREDICTION_TYPES[prediction_type]
-    if _eager_direct(sample, model_output, noise):
+    if direct_call_ok(sample, model_output, noise):
         return step_forward(resolve(OP, sample.device), sample, model_output, noise,
                             at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, eta, gs, clip, pred,
                             use_clipped_model_output, KIND_DDIM)
@@ -419,7 +404,7 @@ def ddpm_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
     if noise is None and generator is not None:
         noise = _draw(sample, generator)
     pred, kind = PREDICTION_TYPES[prediction_type], DDPM_VARIANCE_TYPES[variance_type]
-    if _eager_direct(sample, model_output, noise):
+    if direct_call_ok(sample, model_output, noise):
         return step_forward(resolve("ddpm_step", sample.device), sample, model_output, noise,
                             at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, 0.0, gs, clip, pred,
                             False, kind)
