@@ -31,16 +31,19 @@ namespace {
 template <class A>
 void group_stats(const A* K, const A* s1, const A* s2, std::int64_t Cg, std::int64_t cnt, double eps,
                  A* mean_out, A* rstd_out) {
+  // Channel means are recomputed in the second loop rather than stored: no allocation per group
+  // (instance norm has thousands of one-channel groups).
   double mean_sum = 0, m2 = 0;
-  std::vector<double> means(Cg);
   for (std::int64_t c = 0; c < Cg; ++c) {
     double d = double(s1[c]) / double(cnt);
-    means[c] = double(K[c]) + d;
-    mean_sum += means[c];
+    mean_sum += double(K[c]) + d;
     m2 += std::max(0.0, double(s2[c]) - double(s1[c]) * d);
   }
   double mean = mean_sum / double(Cg);
-  for (std::int64_t c = 0; c < Cg; ++c) m2 += double(cnt) * (means[c] - mean) * (means[c] - mean);
+  for (std::int64_t c = 0; c < Cg; ++c) {
+    double dm = double(K[c]) + double(s1[c]) / double(cnt) - mean;
+    m2 += double(cnt) * dm * dm;
+  }
   double var = m2 / double(cnt * Cg);
   *mean_out = A(mean);
   *rstd_out = A(1.0 / std::sqrt(var + eps));
@@ -256,6 +259,12 @@ void dx_row(const T* __restrict x, const D* __restrict dz, T* __restrict dx, std
 // prefetches the next into L2, where the group's own second pass also finds its data, so both
 // groups have to fit: above kPrefetchBytes (a conservative share of an L2) there is no prefetching.
 constexpr std::int64_t kGroupsPerTask = 4;
+
+// Groups per parallel task: kGroupsPerTask, or more when groups are small (instance norm on 4x4
+// maps has 16-element groups), so that a task holds at least ~16K elements.
+inline std::int64_t groups_per_task(std::int64_t group) {
+  return std::max<std::int64_t>(kGroupsPerTask, (std::int64_t(1) << 14) / std::max<std::int64_t>(group, 1));
+}
 constexpr std::int64_t kPrefetchBytes = std::int64_t(1) << 20;
 
 // Prefetch distance in elements: one group ahead when the bytes a group keeps in L2 (per element:
@@ -277,10 +286,11 @@ void fwd_cf(const NormFwdArgs& p, int threads) {
   const std::int64_t Cg = s.C / s.G, HW = s.HW;
   const std::int64_t NG = s.N * s.G, group = Cg * HW;
   const std::int64_t ahead = prefetch_ahead(group, 2 * sizeof(T), sizeof(T));  // x, y; the next x
-  parallel_for((NG + kGroupsPerTask - 1) / kGroupsPerTask, threads, [&](std::int64_t t) {
-    const std::int64_t ng1 = std::min(NG, (t + 1) * kGroupsPerTask);
+  const std::int64_t gpt = groups_per_task(group);
+  parallel_for((NG + gpt - 1) / gpt, threads, [&](std::int64_t t) {
+    const std::int64_t ng1 = std::min(NG, (t + 1) * gpt);
     std::vector<A> K(Cg), s1(Cg), s2(Cg);
-    for (std::int64_t ng = t * kGroupsPerTask; ng < ng1; ++ng) {
+    for (std::int64_t ng = t * gpt; ng < ng1; ++ng) {
       const std::int64_t n = ng / s.G, g = ng % s.G;
       const std::int64_t pf = ng + 1 < ng1 ? ahead : 0;  // the task's next group, just after this one
       for (std::int64_t c = 0; c < Cg; ++c) {
@@ -315,8 +325,9 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
   const std::int64_t NG = s.N * s.G, group = Cg * HW;
   // in L2: x, dy, dz (and dx when cached); the next x, dy
   const std::int64_t ahead = prefetch_ahead(group, 2 * sizeof(T) + sizeof(A) + (NT ? 0 : sizeof(T)), 2 * sizeof(T));
-  parallel_for((NG + kGroupsPerTask - 1) / kGroupsPerTask, threads, [&](std::int64_t t) {
-    const std::int64_t ng1 = std::min(NG, (t + 1) * kGroupsPerTask);
+  const std::int64_t gpt = groups_per_task(group);
+  parallel_for((NG + gpt - 1) / gpt, threads, [&](std::int64_t t) {
+    const std::int64_t ng1 = std::min(NG, (t + 1) * gpt);
     // With SiLU, dz of the whole group is kept (L2-resident) for the second pass instead of
     // recomputing exp; the buffer is reused across calls (a fresh large allocation per task costs
     // page faults).
@@ -326,7 +337,7 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
       if (dz_buf.size() < static_cast<size_t>(group)) dz_buf.resize(group);
       dz = dz_buf.data();
     }
-    for (std::int64_t ng = t * kGroupsPerTask; ng < ng1; ++ng) {
+    for (std::int64_t ng = t * gpt; ng < ng1; ++ng) {
       const std::int64_t n = ng / s.G, g = ng % s.G;
       const std::int64_t pf = ng + 1 < ng1 ? ahead : 0;  // the task's next group, just after this one
       const A m = mean[ng], r = rstd[ng];
