@@ -2,7 +2,9 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <type_traits>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -15,6 +17,22 @@
 
 namespace gk {
 namespace GK_ISA {
+
+// 64-byte aligned scratch buffer (kernels' per-call workspaces).
+template <class T>
+struct Buf {
+  T* p = nullptr;
+  explicit Buf(std::size_t n) {
+    std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    if (bytes) {
+      p = static_cast<T*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+    }
+  }
+  ~Buf() { std::free(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
 
 // 16-bit storage types: converted to float on load, rounded to nearest-even on store. Scoped enums
 // rather than structs: they are scalars to the vectoriser, and still distinct types for overloading.

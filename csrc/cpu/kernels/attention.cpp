@@ -62,20 +62,6 @@ static inline V loadv(const S* p) { V v; std::memcpy(&v, p, sizeof(V)); return v
 template <class V, class S>
 static inline void storev(S* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
 
-template <class T>
-struct Buf {
-  T* p = nullptr;
-  explicit Buf(std::size_t n) {
-    std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    if (bytes) {
-      p = static_cast<T*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
-    }
-  }
-  ~Buf() { std::free(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-};
 
 static inline float exp_a(float x) { return exp_f(x); }
 static inline double exp_a(double x) { return std::exp(x); }

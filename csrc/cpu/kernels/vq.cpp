@@ -82,21 +82,6 @@ static inline V loadv(const S* p) {
   return v;
 }
 
-// 64-byte aligned scratch.
-template <class T>
-struct Buf {
-  T* p = nullptr;
-  explicit Buf(std::size_t n) {
-    std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    if (bytes) {
-      p = static_cast<T*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
-    }
-  }
-  ~Buf() { std::free(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-};
 
 // The divisor that F.normalize applies to a row: max(||x||, eps) (1 without cosine mode).
 template <class T, class A>
