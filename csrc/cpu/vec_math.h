@@ -4,8 +4,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <stdexcept>
 #include <new>
 #include <type_traits>
+
+#include "common/flat_args.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
@@ -188,6 +192,18 @@ static inline v16f sigmoid(v16f z) { return 1.0f / (1.0f + exp_v16(-z)); }
 // z * sigmoid(z) with one division and no multiply.
 static inline v16f silu(v16f z) { return z / (1.0f + exp_v16(-z)); }
 #endif
+
+// Calls f(T{}) with T the storage type of dtype code `dtype` (csrc/common/flat_args.h).
+template <class F>
+void by_dtype(int dtype, const char* op, F&& f) {
+  switch (dtype) {
+    case kFloat32: f(float{}); break;
+    case kFloat64: f(double{}); break;
+    case kFloat16: f(half_t{}); break;
+    case kBFloat16: f(bf16_t{}); break;
+    default: throw std::invalid_argument(std::string(op) + ": unsupported dtype code");
+  }
+}
 
 }  // namespace GK_ISA
 }  // namespace gk

@@ -424,24 +424,12 @@ void backward(const AttnArgs& a, int threads) {
 
 void attention_fwd(const Flat& f, int threads) {
   AttnArgs p(f, false);
-  switch (f.dtype) {
-    case kFloat32: forward<float>(p, threads); break;
-    case kFloat64: forward<double>(p, threads); break;
-    case kFloat16: forward<half_t>(p, threads); break;
-    case kBFloat16: forward<bf16_t>(p, threads); break;
-    default: throw std::invalid_argument("attention_fwd: unsupported dtype code");
-  }
+  by_dtype(f.dtype, "attention_fwd", [&](auto t) { forward<decltype(t)>(p, threads); });
 }
 
 void attention_bwd(const Flat& f, int threads) {
   AttnArgs p(f, true);
-  switch (f.dtype) {
-    case kFloat32: backward<float>(p, threads); break;
-    case kFloat64: backward<double>(p, threads); break;
-    case kFloat16: backward<half_t>(p, threads); break;
-    case kBFloat16: backward<bf16_t>(p, threads); break;
-    default: throw std::invalid_argument("attention_bwd: unsupported dtype code");
-  }
+  by_dtype(f.dtype, "attention_bwd", [&](auto t) { backward<decltype(t)>(p, threads); });
 }
 
 }  // namespace GK_ISA

@@ -252,13 +252,7 @@ void run(const StepArgs& p, int threads) {
 
 void ddim_step(const Flat& a, int threads) {
   StepArgs p(a);
-  switch (a.dtype) {
-    case kFloat32: run<float>(p, threads); break;
-    case kFloat64: run<double>(p, threads); break;
-    case kFloat16: run<half_t>(p, threads); break;
-    case kBFloat16: run<bf16_t>(p, threads); break;
-    default: throw std::invalid_argument("ddim_step: unsupported dtype code");
-  }
+  by_dtype(a.dtype, "ddim_step", [&](auto t) { run<decltype(t)>(p, threads); });
 }
 
 }  // namespace GK_ISA

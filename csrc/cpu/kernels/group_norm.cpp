@@ -582,17 +582,6 @@ void bwd_cl(const NormBwdArgs& p, int threads) {
   });
 }
 
-template <class F>
-void by_dtype(int dtype, F&& f) {
-  switch (dtype) {
-    case kFloat32: f(float{}); break;
-    case kFloat64: f(double{}); break;
-    case kFloat16: f(half_t{}); break;
-    case kBFloat16: f(bf16_t{}); break;
-    default: throw std::invalid_argument("group_norm: unsupported dtype code");
-  }
-}
-
 // The channels-first backward writes dx with non-temporal stores when it is at least this many bytes:
 // a tensor this large would mostly leave the cache before it is read again, and ordinary stores read
 // every line first. Measured: smaller outputs are faster cached; the forward's y gains nothing in the
@@ -607,7 +596,7 @@ template <class T> bool stream_output(const NormShape& s) {
 // Calls f(T{}, std::bool_constant<silu>{}) for the run-time dtype and activation.
 template <class F>
 void dispatch(int dtype, bool silu, F&& f) {
-  by_dtype(dtype, [&](auto t) {
+  by_dtype(dtype, "group_norm", [&](auto t) {
     if (silu) f(t, std::true_type{}); else f(t, std::false_type{});
   });
 }

@@ -295,13 +295,7 @@ void run(const VQArgs& p, int threads) {
 
 void vq_nearest(const Flat& a, int threads) {
   VQArgs p(a);
-  switch (a.dtype) {
-    case kFloat32: run<float>(p, threads); break;
-    case kFloat64: run<double>(p, threads); break;
-    case kFloat16: run<half_t>(p, threads); break;
-    case kBFloat16: run<bf16_t>(p, threads); break;
-    default: throw std::invalid_argument("vq_nearest: unsupported dtype code");
-  }
+  by_dtype(a.dtype, "vq_nearest", [&](auto t) { run<decltype(t)>(p, threads); });
 }
 
 }  // namespace GK_ISA
