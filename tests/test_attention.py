@@ -65,22 +65,64 @@ def run(backend, q, k, v, mask, **kw):
         return attention(q, k, v, key_padding_mask=mask, **kw)
 
 
+def tokens(t):
+    """[B, H, L, d] -> the token layout [B, L, H*d]."""
+    B, H, L, d = t.shape
+    return t.transpose(1, 2).reshape(B, L, H * d)
+
+
+def grad_out(q, v):
+    return torch.randn(q.shape[:3] + (v.shape[-1],), dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(1)).to(DEVICE)
+
+
+def assert_2x_eager(ours, q, k, v, mask, dout, what):
+    """The criterion above for ours = (out, dq, dk, dv) computed from q, k, v, mask, dout."""
+    dtype = q.dtype
+    ref = fwd_bwd(eager, *(t.double() for t in (q, k, v)), mask, dout)
+    eag = fwd_bwd(eager, q, k, v, mask, dout)
+    for name, o, e, r in zip(("out", "dq", "dk", "dv"), ours, eag, ref):
+        assert o.dtype == dtype, name
+        bound = 2 * err(e, r) + FLOOR[dtype] * max(1.0, r.abs().max().item())
+        assert err(o, r) <= bound, f"{what} {name}: {err(o, r)} > {bound}"
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("masked", [False, True])
 def test_parity_2x_eager(backend, masked):
     for dtype in dtypes(backend):
         for shape in shapes(backend):
             q, k, v, mask = make(*shape, dtype, masked=masked)
-            dout = torch.randn(q.shape[:3] + (v.shape[-1],), dtype=torch.float64,
-                               generator=torch.Generator().manual_seed(1)).to(DEVICE)
-            ref = fwd_bwd(lambda *a: eager(*a), *(t.double() for t in (q, k, v)), mask, dout)
-            eag = fwd_bwd(eager, q, k, v, mask, dout)
+            dout = grad_out(q, v)
             ours = fwd_bwd(lambda q_, k_, v_, m_: run(backend, q_, k_, v_, m_), q, k, v, mask, dout)
             assert ours[0].dtype == dtype and ours[0].shape == q.shape
-            for name, o, e, r in zip(("out", "dq", "dk", "dv"), ours, eag, ref):
-                assert o.dtype == dtype, name
-                bound = 2 * err(e, r) + FLOOR[dtype] * max(1.0, r.abs().max().item())
-                assert err(o, r) <= bound, f"{backend} {dtype} {shape} {name}: {err(o, r)} > {bound}"
+            assert_2x_eager(ours, q, k, v, mask, dout, f"{backend} {dtype} {shape}")
+
+
+@pytest.mark.parametrize("token_layout", [False, True])
+def test_cuda_backward_2x_eager(token_layout):
+    """The CUDA backward kernel (csrc/cuda/attention_bwd.cu) on the GPU: a mask whose last batch element
+    masks every key (all its rows fully masked: zero output and gradients), the rest held to the
+    criterion above; head dims 40/80/160, Lk = 1, [B, H, L, d] and the token layout."""
+    if "cuda" not in BACKENDS:
+        pytest.skip("needs a GPU and genkernels._C_cuda")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for B, H, Lq, Lk, d in ((3, 2, 37, 77, 40), (3, 2, 5, 1, 80), (3, 1, 70, 300, 160)):
+            q, k, v, mask = make(B, H, Lq, Lk, d, dtype, masked=True)
+            mask[-1] = True
+            dout = grad_out(q, v)
+
+            def fn(q_, k_, v_, m_):
+                if not token_layout:
+                    return run("cuda", q_, k_, v_, m_)
+                out = run("cuda", tokens(q_), tokens(k_), tokens(v_), m_, heads=H)
+                return out.view(B, Lq, H, d).transpose(1, 2)
+
+            ours = fwd_bwd(fn, q, k, v, mask, dout)
+            what = f"cuda {dtype} {(B, H, Lq, Lk, d)} token_layout={token_layout}"
+            for name, t in zip(("out", "dq", "dk", "dv"), ours):
+                assert (t[-1] == 0).all(), f"{what} {name}: fully masked batch element not zero"
+            assert_2x_eager([t[:-1] for t in ours], q[:-1], k[:-1], v[:-1], mask[:-1], dout[:-1], what)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -99,10 +141,10 @@ def test_fully_masked_row_is_zero(backend):
 def test_token_layout_matches(backend):
     B, H, Lq, Lk, d = 2, 3, 11, 13, 8
     q, k, v, mask = make(B, H, Lq, Lk, d, torch.float32, masked=True)
-    tok = [t.transpose(1, 2).reshape(B, -1, H * d) for t in (q, k, v)]
+    tok = [tokens(t) for t in (q, k, v)]
     out = run(backend, *tok, mask, heads=H)
     assert out.shape == (B, Lq, H * d)
-    expect = attention_reference(q, k, v, key_padding_mask=mask).transpose(1, 2).reshape(B, Lq, H * d)
+    expect = tokens(attention_reference(q, k, v, key_padding_mask=mask))
     torch.testing.assert_close(out, expect, atol=2e-5, rtol=2e-5)
     # strided views (e.g. a fused qkv projection) need no copies and give the same result
     qkv = torch.cat(tok, -1) if Lq == Lk else None

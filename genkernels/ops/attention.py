@@ -18,7 +18,7 @@ handled by strides inside the kernels: no transposes. Double backward goes throu
 reference.
 
 Backends: ``cpu`` (csrc/cpu/kernels/attention.cpp), ``triton`` (genkernels/triton/attention.py),
-``cuda`` (csrc/cuda/attention.cu, forward; its backward runs on triton/reference), ``reference`` (below).
+``cuda`` (csrc/cuda/attention.cu forward, csrc/cuda/attention_bwd.cu backward), ``reference`` (below).
 Argument order of the kernels: csrc/common/attention_args.h.
 """
 from __future__ import annotations
@@ -144,11 +144,6 @@ def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optio
 def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads):
     if backend == "reference":
         return _reference_backward(dout, q, k, v, mask, scale, heads)
-    if backend == "cuda":  # the CUDA backend has no backward kernel yet: Triton if present
-        from ..backend import backend_error
-        backend = "triton" if backend_error("triton", q.device) is None else "reference"
-        if backend == "reference":
-            return _reference_backward(dout, q, k, v, mask, scale, heads)
     B, H, Lq, Lk, d = _dims(q, k, heads)
     q, k, v, out = (t.contiguous() for t in (q, k, v, out))
     dout = dout.to(q.dtype).contiguous()

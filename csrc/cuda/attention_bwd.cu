@@ -1,0 +1,219 @@
+// CUDA flash attention backward, FlashAttention-2 style and deterministic (no atomics). Semantics and
+// argument order: csrc/common/attention_args.h (the CPU backward takes the same flat call). A simple,
+// correct baseline in the style of the forward (csrc/cuda/attention.cu): one thread per row with its
+// vectors in registers/local memory, tiles of the other side staged in shared memory and shared by
+// the block's rows; float accumulation (double for float64 data).
+//   1. dq kernel, one thread per query row i: delta_i = dout_i . out_i (kept in a [B*H, Lq] scratch
+//      buffer for step 2), then over K/V tiles: p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dout_i . v_j -
+//      delta_i), dq_i = scale sum_j ds_ij k_j.
+//   2. dk/dv kernel, one thread per key row j: over Q/dO tiles (with lse and delta) of all query rows,
+//      dv_j = sum_i p_ij dout_i and dk_j = scale sum_i ds_ij q_i.
+// P is recomputed from q, k and the saved lse (the same (q * scale) . k as the forward); nothing of
+// size Lq x Lk is stored. Masked keys and fully masked rows (lse = -inf) get p = 0, hence zero
+// gradients (never NaN); Lq = 0 writes dk = dv = 0.
+#include <climits>
+#include <cmath>
+
+#include "common/attention_args.h"
+#include "cuda/common.cuh"
+
+namespace gk {
+namespace {
+using namespace cu;
+
+constexpr int kRows = 128, kMaxD = 256;
+
+// Rows per shared tile: two [kTile][kMaxD] tiles are 32 KB for float and double alike.
+template <class A>
+constexpr int tile_rows() { return sizeof(A) == 8 ? 8 : 16; }
+
+// Row `r` of a [B, H, L, d] tensor with element strides `s` (batch, head, row), unit stride on d.
+template <class T>
+__device__ __forceinline__ T* row_at(T* base, const std::int64_t* s, std::int64_t b, std::int64_t h,
+                                     std::int64_t r) {
+  return base + b * s[0] + h * s[1] + r * s[2];
+}
+
+// Device pointers of one call, typed.
+template <class T, class A>
+struct BwdPtrs {
+  const T *q, *k, *v, *out, *dout;
+  const std::uint8_t* mask;  // [B, Lk], nonzero = padding; null: no mask
+  const A* lse;              // [B*H, Lq]
+  A* delta;                  // [B*H, Lq] scratch: written by the dq kernel, read by the dk/dv kernel
+  T *dq, *dk, *dv;
+};
+
+// This thread's (batch*head, batch, head, row): blocks of kRows rows of each head, flattened into
+// grid x (no 65535 limit on B*H); `nblk` blocks per head.
+struct RowIdx {
+  std::int64_t bh, b, h, row;
+};
+__device__ __forceinline__ RowIdx row_idx(const AttnArgs& p, int nblk) {
+  const std::int64_t bh = blockIdx.x / nblk;
+  return {bh, bh / p.H, bh % p.H, std::int64_t(blockIdx.x % nblk) * kRows + threadIdx.x};
+}
+
+// One thread per query row.
+template <class T, class A>
+__global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, AttnArgs p, int nblk) {
+  constexpr int kTile = tile_rows<A>();
+  __shared__ A kt[kTile][kMaxD];
+  __shared__ A vt[kTile][kMaxD];
+  __shared__ bool key_ok[kTile];
+  const RowIdx x = row_idx(p, nblk);
+  const std::int64_t bh = x.bh, b = x.b, h = x.h, i = x.row;
+  const bool live = i < p.Lq;
+  const int D = int(p.D);
+  const A scale = A(p.scale);
+  const std::int64_t r = live ? i : 0;
+  const T* qrow = row_at(t.q, p.qs, b, h, r);
+  const T* orow = row_at(t.out, p.os, b, h, r);
+  const T* grow = row_at(t.dout, p.os, b, h, r);  // dout has out's strides
+  A qr[kMaxD], gr[kMaxD], acc[kMaxD];
+  A dl = 0;
+  for (int d = 0; d < D; ++d) {
+    qr[d] = live ? to_acc(qrow[d]) * scale : A(0);
+    gr[d] = live ? to_acc(grow[d]) : A(0);
+    dl += live ? gr[d] * A(to_acc(orow[d])) : A(0);
+    acc[d] = A(0);
+  }
+  // Rows past Lq and fully masked rows: p = 0 for every key.
+  const A L = live ? t.lse[bh * p.Lq + i] : A(-INFINITY);
+  const bool has_keys = L != A(-INFINITY);
+  for (std::int64_t j0 = 0; j0 < p.Lk; j0 += kTile) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < kTile * D; e += kRows) {
+      const int c = e / D, d = e % D;
+      const std::int64_t j = j0 + c;
+      kt[c][d] = j < p.Lk ? to_acc(row_at(t.k, p.ks, b, h, j)[d]) : A(0);
+      vt[c][d] = j < p.Lk ? to_acc(row_at(t.v, p.vs, b, h, j)[d]) : A(0);
+    }
+    if (threadIdx.x < kTile) {
+      const std::int64_t j = j0 + threadIdx.x;
+      key_ok[threadIdx.x] = j < p.Lk && !(t.mask && t.mask[b * p.Lk + j]);
+    }
+    __syncthreads();
+    if (!has_keys) continue;
+    for (int c = 0; c < kTile; ++c) {
+      if (!key_ok[c]) continue;  // the same for every thread of the block
+      A s = 0, dp = 0;
+      for (int d = 0; d < D; ++d) {
+        s += qr[d] * kt[c][d];
+        dp += gr[d] * vt[c][d];
+      }
+      const A ds = exp(A(s - L)) * (dp - dl);
+      for (int d = 0; d < D; ++d) acc[d] += ds * kt[c][d];
+    }
+  }
+  if (!live) return;
+  t.delta[bh * p.Lq + i] = dl;
+  T* dqrow = row_at(t.dq, p.qs, b, h, i);  // dq has q's strides
+  for (int d = 0; d < D; ++d) dqrow[d] = from_acc<T>(A(acc[d] * scale));
+}
+
+// One thread per key row; runs after the dq kernel (same stream), which wrote delta.
+template <class T, class A>
+__global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, AttnArgs p, int nblk) {
+  constexpr int kTile = tile_rows<A>();
+  __shared__ A qt[kTile][kMaxD];  // q * scale
+  __shared__ A gt[kTile][kMaxD];  // dout
+  __shared__ A lt[kTile], dlt[kTile];
+  const RowIdx x = row_idx(p, nblk);
+  const std::int64_t bh = x.bh, b = x.b, h = x.h, j = x.row;
+  const bool live = j < p.Lk;
+  const bool key_ok = live && !(t.mask && t.mask[b * p.Lk + j]);
+  const int D = int(p.D);
+  const A scale = A(p.scale);
+  const std::int64_t r = live ? j : 0;
+  const T* krow = row_at(t.k, p.ks, b, h, r);
+  const T* vrow = row_at(t.v, p.vs, b, h, r);
+  A kr[kMaxD], vr[kMaxD], dka[kMaxD], dva[kMaxD];
+  for (int d = 0; d < D; ++d) {
+    kr[d] = live ? to_acc(krow[d]) : A(0);
+    vr[d] = live ? to_acc(vrow[d]) : A(0);
+    dka[d] = A(0);
+    dva[d] = A(0);
+  }
+  for (std::int64_t i0 = 0; i0 < p.Lq; i0 += kTile) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < kTile * D; e += kRows) {
+      const int c = e / D, d = e % D;
+      const std::int64_t i = i0 + c;
+      qt[c][d] = i < p.Lq ? to_acc(row_at(t.q, p.qs, b, h, i)[d]) * scale : A(0);
+      gt[c][d] = i < p.Lq ? to_acc(row_at(t.dout, p.os, b, h, i)[d]) : A(0);
+    }
+    if (threadIdx.x < kTile) {
+      const std::int64_t i = i0 + threadIdx.x;
+      lt[threadIdx.x] = i < p.Lq ? t.lse[bh * p.Lq + i] : A(-INFINITY);
+      dlt[threadIdx.x] = i < p.Lq ? t.delta[bh * p.Lq + i] : A(0);
+    }
+    __syncthreads();
+    if (!key_ok) continue;  // masked key or past Lk: p = 0 for every query row
+    for (int c = 0; c < kTile; ++c) {
+      const A L = lt[c];
+      if (L == A(-INFINITY)) continue;  // fully masked row or past Lq (the same for the whole block)
+      A s = 0, dp = 0;
+      for (int d = 0; d < D; ++d) {
+        s += qt[c][d] * kr[d];
+        dp += gt[c][d] * vr[d];
+      }
+      const A pr = exp(A(s - L));
+      const A ds = pr * (dp - dlt[c]);
+      for (int d = 0; d < D; ++d) {
+        dva[d] += pr * gt[c][d];
+        dka[d] += ds * qt[c][d];  // q already carries the scale
+      }
+    }
+  }
+  if (!live) return;
+  T* dkrow = row_at(t.dk, p.ks, b, h, j);  // dk has k's strides, dv v's
+  T* dvrow = row_at(t.dv, p.vs, b, h, j);
+  for (int d = 0; d < D; ++d) {
+    dkrow[d] = from_acc<T>(dka[d]);
+    dvrow[d] = from_acc<T>(dva[d]);
+  }
+}
+
+// Blocks of kRows rows for `L` rows of each of `bh` heads, as a 1-D grid.
+int grid_blocks(std::int64_t L, std::int64_t bh, int* nblk) {
+  const std::int64_t n = ceil_div<std::int64_t>(L, kRows);
+  if (n * bh > INT_MAX) throw std::invalid_argument("attention_bwd (cuda): too many rows for one launch");
+  *nblk = int(n);
+  return int(n * bh);
+}
+
+template <class T>
+void run(const AttnArgs& p, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const std::int64_t BH = p.B * p.H;
+  StreamBuffer delta(std::size_t(BH * p.Lq) * sizeof(A), stream);
+  const BwdPtrs<T, A> t{static_cast<const T*>(p.q),    static_cast<const T*>(p.k),
+                        static_cast<const T*>(p.v),    static_cast<const T*>(p.out),
+                        static_cast<const T*>(p.dout), p.mask,
+                        static_cast<const A*>(p.lse),  delta.as<A>(),
+                        static_cast<T*>(p.dq),         static_cast<T*>(p.dk),
+                        static_cast<T*>(p.dv)};
+  int nblk = 0;
+  if (p.Lq > 0) {
+    const int grid = grid_blocks(p.Lq, BH, &nblk);
+    attn_bwd_dq_kernel<T, A><<<grid, kRows, 0, stream>>>(t, p, nblk);
+    check(cudaGetLastError(), "attention_bwd dq launch");
+  }
+  const int grid = grid_blocks(p.Lk, BH, &nblk);
+  attn_bwd_dkdv_kernel<T, A><<<grid, kRows, 0, stream>>>(t, p, nblk);
+  check(cudaGetLastError(), "attention_bwd dk/dv launch");
+}
+
+}  // namespace
+
+void cuda_attention_bwd(const Flat& a, int device, std::uintptr_t stream) {
+  AttnArgs p(a, true);
+  if (p.B * p.H == 0) return;
+  if (p.D > kMaxD) throw std::invalid_argument("attention_bwd (cuda): head dim must be <= 256");
+  DeviceGuard guard(device);
+  cudaStream_t s = as_stream(stream);
+  by_dtype(a.dtype, "attention_bwd", [&](auto t) { run<decltype(t)>(p, s); });
+}
+
+}  // namespace gk
