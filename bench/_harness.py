@@ -93,8 +93,12 @@ def run_item(benchmark, item: BenchItem, copy_bandwidth: Callable[[int, torch.de
     impls = case.setup([item.impl])
     copy = copy_bandwidth(case.copy_bytes, case.device)
     try:
-        return run_impl(benchmark, impls, item.impl, case.bytes_moved, case.device, copy,
-                        info=dict(case.info(), case=case.label), budget_s=budget_s, group=case.label)
+        row = run_impl(benchmark, impls, item.impl, case.bytes_moved, case.device, copy,
+                       info=dict(case.info(), case=case.label), budget_s=budget_s, group=case.label)
+        if row is not None and case.peak_memory:
+            peak = gb.peak_extra_bytes(case, item.impl, impls)
+            benchmark.extra_info["peak_extra_bytes"] = row["peak_extra_bytes"] = peak
+        return row
     finally:
         del impls
         if case.device.type == "cuda":

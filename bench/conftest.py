@@ -77,9 +77,17 @@ def bench_budget(pytestconfig) -> float:
     return pytestconfig.getoption("--bench-budget")
 
 
+def pytest_configure(config):
+    # same allocator behaviour as `genkernels bench` (see gb.steady_cpu_allocator)
+    d = config.getoption("--bench-device", None)
+    if d == "cpu" or (d is None and not torch.cuda.is_available()):
+        config._genkernels_allocator = gb.steady_cpu_allocator()
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     try:
         machine_info["genkernels"] = gb.system_info(_device(config))
+        machine_info["genkernels"]["cpu_allocator"] = getattr(config, "_genkernels_allocator", None) or "default"
     except Exception as e:  # never lose a benchmark run over metadata
         machine_info["genkernels"] = f"system_info failed: {e}"
 

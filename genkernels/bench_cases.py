@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import genkernels
 
-from .benchmark import Case, impl_names, register, standard_impls
+from .benchmark import COMPILE, EAGER, Case, backend_of, impl_names, make_pass, register, standard_impls
 
 _NORM_EPS = 1e-5
 _GPU_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
@@ -176,4 +176,87 @@ def _attention_setup(qshape, Lk, dtype, pass_, device):
         if "compile" in names:
             impls["compile"] = standard_impls(["compile"], _naive_attention, None, (q, k, v), dy)["compile"]
         return impls
+    return setup
+
+
+# ------------------------------------------------------------------------------------------- vq
+VQ_TOKENS = 16 * 32 * 32
+CDIST, VQP = "cdist", "vector-quantize-pytorch"
+
+
+def _vq_matmul_form(z, e):
+    d = z.square().sum(1, keepdim=True) - 2 * (z @ e.t()) + e.square().sum(1)
+    return d.argmin(1)
+
+
+def _vq_cdist(z, e):
+    return torch.cdist(z, e).argmin(1)
+
+
+def _have_vqp() -> bool:
+    try:
+        import vector_quantize_pytorch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def vq_impl_names(device, reference: bool = False) -> List[str]:
+    """eager (matmul form, M x K matrix), compile of it, cdist + argmin, vector-quantize-pytorch's layer
+    (when installed: its own cdist + argmax + gather, eval mode) and each genkernels backend."""
+    names = impl_names(device, reference)
+    return names[:2] + [CDIST] + ([VQP] if _have_vqp() else []) + names[2:]
+
+
+def vq_impls(names, M, K, D, dtype, device):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(M, D, generator=g).to(device=device, dtype=dtype)
+    e = torch.randn(K, D, generator=g).to(device=device, dtype=dtype)
+    out = {}
+    for name in names:
+        if name in (EAGER, COMPILE):
+            out.update(standard_impls([name], _vq_matmul_form, None, (z, e)))
+        elif name == CDIST:
+            out[name] = make_pass(_vq_cdist, (z, e))
+        elif name == VQP:
+            from vector_quantize_pytorch import VectorQuantize
+
+            vq = VectorQuantize(dim=D, codebook_size=K).to(device=device, dtype=dtype).eval()
+            with torch.no_grad():
+                vq._codebook.embed.copy_(e[None])
+            out[name] = make_pass(lambda x: vq(x), (z[None],))
+        else:
+            out[name] = make_pass(lambda z, e: genkernels.vq_nearest(z, e), (z, e), backend=backend_of(name))
+    return out
+
+
+@register("vq_nearest")
+def _vq_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """VQ-VAE quantizer lookups: M = 16 x 32 x 32 tokens, K in {512, 1024, 8192, 16384}, D in {4, 64, 256};
+    on CPU without K >= 8192 at D = 256 (34 / 69 GMAC: minutes per impl). Peak extra memory measured."""
+    Ks, Ds = (512, 1024, 8192, 16384), (4, 64, 256)
+    if device.type == "cuda":
+        dtypes = [torch.float32, torch.float16, torch.bfloat16]
+        shapes = [(K, D) for K in Ks for D in Ds]
+    else:
+        dtypes = [torch.float32]
+        shapes = [(K, D) for K in Ks for D in Ds if not (K >= 8192 and D == 256)]
+    if quick:
+        dtypes, shapes = dtypes[:1], [(1024, 64)]
+    names = vq_impl_names(device, reference)
+    out = []
+    for dtype in dtypes:
+        es = torch.empty((), dtype=dtype).element_size()
+        for K, D in shapes:
+            M = VQ_TOKENS
+            nbytes = (M + K) * D * es + M * (8 + 4)  # read z, codebook; write indices, distances
+            out.append(Case("vq_nearest", (M, K, D), dtype, "rows", "fwd", device, nbytes, M * D * es,
+                            _vq_setup(M, K, D, dtype, device), names,
+                            {"M": M, "K": K, "D": D, "flops": 2 * M * K * D}, peak_memory=True))
+    return out
+
+
+def _vq_setup(M, K, D, dtype, device):
+    def setup(names):
+        return vq_impls(names, M, K, D, dtype, device)
     return setup

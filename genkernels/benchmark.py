@@ -38,6 +38,25 @@ DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat1
 
 
 # ----------------------------------------------------------------------------------------- timing
+def steady_cpu_allocator() -> Optional[str]:
+    """Fixes glibc's malloc in the state it adapts to by itself in a long-running process: blocks
+    below 32 MiB (its largest dynamic mmap threshold on 64-bit) come from the heap and are reused,
+    freed heap memory is returned to the OS only above 64 MiB; larger blocks stay fresh mmaps, as in
+    any PyTorch process (so an M x K distance matrix still pays its page faults). Without this, whether
+    a 16 MB output is reused or page-faulted afresh (~1 ms) depends on what the impl timed before it
+    freed: measured, IQRs of 90-170% and eager adain 5.4 ms vs 16 ms run to run. Returns a
+    description for the report, or None where the C library has no mallopt (not glibc)."""
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    if not (mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 64 << 20)):
+        return None
+    return "glibc malloc fixed in its adapted state: heap below 32 MiB (reused), trim above 64 MiB, mmap above"
+
+
 def sync(device) -> None:
     device = torch.device(device)
     if device.type == "cuda":
@@ -247,6 +266,7 @@ class Case:
     setup: Callable[[Sequence[str]], Dict[str, Impl]]
     impl_names: List[str]
     extra: dict = field(default_factory=dict)
+    peak_memory: bool = False        # also measure each impl's peak extra memory (peak_extra_bytes)
 
     @property
     def label(self) -> str:
@@ -361,12 +381,65 @@ def run_case(case: Case, *, budget_s: float = 1.0, graphs: bool = False,
              names: Optional[Sequence[str]] = None) -> List[dict]:
     impls = case.setup(list(names or case.impl_names))
     try:
-        return bench_impls(impls, case.bytes_moved, case.device, copy_bytes=case.copy_bytes,
+        rows = bench_impls(impls, case.bytes_moved, case.device, copy_bytes=case.copy_bytes,
                            info=dict(case.info(), case=case.label), budget_s=budget_s, graphs=graphs)
+        if case.peak_memory:
+            for r in rows:
+                if "error" not in r:
+                    r["peak_extra_bytes"] = peak_extra_bytes(case, r["impl"], impls)
+        return rows
     finally:
         del impls
         if case.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------ peak memory
+_PEAK_SCRIPT = r"""
+import gc, json, sys, torch
+from genkernels import benchmark as gb
+op, label, impl = sys.argv[1:4]
+case = next(c for c in gb.cases(op, "cpu") if c.label == label)
+fn = case.setup([impl])[impl]
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+fn(); fn(); gc.collect()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM (peak RSS) to the current RSS
+base = status("VmRSS:")
+fn()
+print(json.dumps(status("VmHWM:") - base))
+"""
+
+
+def peak_extra_bytes(case: Case, impl: str, impls: Optional[Dict[str, Impl]] = None) -> Optional[int]:
+    """Memory one call of `impl` needs beyond what exists before it (inputs, warm-up caches), after
+    two warm-up calls. CUDA: ``torch.cuda.max_memory_allocated`` over the call. CPU (Linux): the rise
+    of the peak RSS over the call, in a fresh process (the case is rebuilt there from its op and
+    label) with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed buffers leave the RSS. None if unknown."""
+    if case.device.type == "cuda":
+        fn = impls[impl] if impls else case.setup([impl])[impl]
+        fn(); fn()
+        torch.cuda.synchronize(case.device)
+        base = torch.cuda.memory_allocated(case.device)
+        torch.cuda.reset_peak_memory_stats(case.device)
+        fn()
+        torch.cuda.synchronize(case.device)
+        return int(torch.cuda.max_memory_allocated(case.device) - base)
+    if not sys.platform.startswith("linux"):
+        return None
+    import json
+    import subprocess
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    r = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, case.op, case.label, impl], capture_output=True,
+                       text=True, env=env, timeout=1800)
+    if r.returncode != 0:
+        return None
+    return int(json.loads(r.stdout.strip().splitlines()[-1]))
 
 
 def _fmt_time(s: Optional[float]) -> str:
@@ -385,6 +458,9 @@ def _fmt(v: Optional[float], spec: str, suffix: str = "") -> str:
 def format_table(rows: List[dict]) -> str:
     """Plain-text table: case, impl, median, GB/s, % of copy, speedups vs eager and compile."""
     head = ["case", "impl", "median", "IQR", "GB/s", "%copy", "copy GB/s", "vs eager", "vs compile"]
+    peak = any(r.get("peak_extra_bytes") is not None for r in rows)
+    if peak:
+        head.append("peak extra")
     lines = []
     last_case = None
     for r in rows:
@@ -392,13 +468,16 @@ def format_table(rows: List[dict]) -> str:
         shown = case if case != last_case else ""
         last_case = case
         if "error" in r:
-            lines.append([shown, r["impl"], "FAILED: " + r["error"][:60], "", "", "", "", "", ""])
+            lines.append([shown, r["impl"], "FAILED: " + r["error"][:60]] + [""] * (len(head) - 3))
             continue
         iqr = (100 * (r["q3_s"] - r["q1_s"]) / r["median_s"]) if r.get("q3_s") is not None else None
         lines.append([shown, r["impl"], _fmt_time(r["median_s"]), _fmt(iqr, ".0f", "%"),
                       _fmt(r["gbps"], ".1f"), _fmt(r.get("pct_copy"), ".0f", "%"),
                       _fmt(r.get("copy_gbps"), ".1f"), _fmt(r.get("speedup_vs_eager"), ".2f", "x"),
                       _fmt(r.get("speedup_vs_compile"), ".2f", "x")])
+        if peak:
+            mib = r.get("peak_extra_bytes")
+            lines[-1].append(_fmt(None if mib is None else mib / 2**20, ".2f", " MiB"))
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt_line = lambda cols: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
                                       for i, (c, w) in enumerate(zip(cols, widths))).rstrip()
@@ -454,6 +533,5 @@ def system_info(device=None) -> dict:
     return info
 
 
-# The per-op case definitions register themselves on import (vq_nearest's live in bench/, since
-# they measure peak memory in subprocesses).
+# The per-op case definitions register themselves on import.
 from . import bench_cases  # noqa: E402,F401

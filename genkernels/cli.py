@@ -144,6 +144,7 @@ def _bench(args) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = gb.steady_cpu_allocator() if dev.type == "cpu" else None
     graphs = bool(args.cuda_graphs and dev.type == "cuda")
     budget = args.budget if args.budget is not None else (
         (0.3 if dev.type == "cuda" else (0.6 if args.quick else 0.8)))
@@ -154,7 +155,7 @@ def _bench(args) -> int:
     meta = {"device": str(dev), "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "system": gb.system_info(dev), "ops": ops, "quick": args.quick,
             "timing": "cuda-graph" if graphs else "wall", "budget_s_per_impl": budget,
-            "command": " ".join(sys.argv), "complete": False}
+            "command": " ".join(sys.argv), "cpu_allocator": allocator or "default", "complete": False}
     print(f"genkernels bench: {len(all_cases)} cases on {dev} "
           f"({meta['system'].get('gpu') or meta['system']['cpu']}), impls: {', '.join(all_cases[0].impl_names)}",
           file=sys.stderr)
@@ -178,6 +179,8 @@ def _bench(args) -> int:
     print(gb.format_table(rows))
     copy_note = "copy = dst.copy_(src) of the case's input size, read+write counted; "
     print(f"\n{copy_note}speedups are median-time ratios within this run; {meta['elapsed_s']} s")
+    if allocator:
+        print(allocator)
     err = _write_png(png_path, meta, rows)
     print(f"wrote {json_path}" + (f" and {png_path}" if err is None else f" (no PNG: {err})"))
     failed = [r for r in rows if "error" in r]

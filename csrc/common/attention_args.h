@@ -1,5 +1,5 @@
 // Flash attention: out = softmax(q kᵀ · scale) v per (batch, head), with an optional key padding mask.
-// Shared by the CPU kernels (csrc/cpu/kernels/attention.cpp) and the CUDA kernels (csrc/cuda/attention.cu);
+// Shared by the CPU kernels (csrc/cpu/kernels/attention.cpp) and the CUDA kernels (csrc/cuda/attention.cu, attention_bwd.cu);
 // the Triton twin is genkernels/triton/attention.py and the spec is genkernels/ops/attention.py.
 //
 //   s_ij   = scale * q_i . k_j              (-inf where mask[b, j] != 0: that key is padding)

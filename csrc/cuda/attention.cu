@@ -1,4 +1,4 @@
-// CUDA flash attention forward (the backward runs on Triton). Semantics and argument order:
+// CUDA flash attention forward (backward: attention_bwd.cu). Semantics and argument order:
 // csrc/common/attention_args.h. A simple, correct baseline: one thread per query row (online softmax
 // in registers/local memory, float accumulation), K/V tiles of kTile keys staged in shared memory and
 // shared by the block's rows. Fully masked rows: out = 0, lse = -inf.

@@ -3,8 +3,8 @@
 // Forward: K and V of every (batch, head) are packed once per call (threaded): K transposed into
 // panels of NW = NR * VL keys, [D][NW] each, V as rows [Lk][Dp] (Dp = D rounded up to a vector), both
 // in the accumulation type, plus a per-key bias (0, or -inf for padding / masked keys). Tasks are
-// (batch*head, block of MB query rows). A task packs its rows [D][MR] per group of MR (pre-multiplied
-// by scale) and walks the keys in tiles of about 256 keys (the K and V tiles stay in L2):
+// (batch*head, block of MB query rows). A task reads its query rows in place (16-bit ones converted
+// to a row-major copy) and walks the keys in tiles of about 256 keys (the K and V tiles stay in L2):
 //   1. logits: a register-blocked micro-kernel, MR x NR vector accumulators over all of D, written
 //      to a task-local MB x tile buffer (never Lq x Lk);
 //   2. online softmax per row: running max m and sum l; the O accumulator is rescaled by
@@ -20,6 +20,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "common/attention_args.h"
@@ -66,12 +67,14 @@ static inline void storev(S* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
 static inline float exp_a(float x) { return exp_f(x); }
 static inline double exp_a(double x) { return std::exp(x); }
 
-// MR packed rows ([D][MR]) x the first NR vectors of one K panel ([D][NW]) -> logits into S rows
-// (stride ldS) + bias.
+// MR query rows (pointers to D contiguous values) x the first NR vectors of one K panel ([D][NW])
+// -> scale * logits + bias into S rows (stride ldS). The rows are read in place (broadcasts), not
+// packed: a transposing pack of Q cost ~10% of the cross-attention forward.
 template <class A, int NR = kNR>
-__attribute__((always_inline)) static inline void qk_micro(const A* __restrict qp, const A* __restrict panel,
-                                                           const A* __restrict bias, std::int64_t D,
-                                                           A* __restrict S, std::int64_t ldS) {
+__attribute__((always_inline)) static inline void qk_micro(const A* const* __restrict qrows,
+                                                           const A* __restrict panel, const A* __restrict bias,
+                                                           std::int64_t D, A scale, A* __restrict S,
+                                                           std::int64_t ldS) {
   using V = typename AVec<A>::v;
   constexpr int VL = GK_AT_VBYTES / int(sizeof(A)), NW = kNR * VL;
   V acc[kMR][NR];
@@ -80,38 +83,48 @@ __attribute__((always_inline)) static inline void qk_micro(const A* __restrict q
   for (std::int64_t d = 0; d < D; ++d) {
     V b[NR];
     for (int j = 0; j < NR; ++j) b[j] = loadv<V>(panel + d * NW + j * VL);
-    const A* qd = qp + d * kMR;
     for (int r = 0; r < kMR; ++r) {
-      const A qr = qd[r];
+      const A qr = qrows[r][d];
       for (int j = 0; j < NR; ++j) acc[r][j] += qr * b[j];
     }
   }
+  const V sv = splat<V>(scale);
   for (int j = 0; j < NR; ++j) {
     const V bj = loadv<V>(bias + j * VL);
-    for (int r = 0; r < kMR; ++r) storev(S + r * ldS + j * VL, acc[r][j] + bj);
+    for (int r = 0; r < kMR; ++r) storev(S + r * ldS + j * VL, acc[r][j] * sv + bj);
   }
 }
 
-// O[RB rows][CB vectors] += P[rows][0..nk) V[0..nk)[cols]
-template <class A, int CB>
+// O[RB rows][CB vectors (+ a half vector when HALF)] += P[rows][0..nk) V[0..nk)[cols]. The half
+// vector serves head dims that end mid-vector (40 = 2.5 x 16 floats): a half-width FMA costs half.
+template <class A, int CB, bool HALF = false>
 __attribute__((always_inline)) static inline void pv_micro(const A* __restrict P, std::int64_t ldP,
                                                            const A* __restrict Vp, std::int64_t ldV,
                                                            std::int64_t nk, A* __restrict O, std::int64_t ldO) {
   using V = typename AVec<A>::v;
+  typedef A Vh __attribute__((vector_size(GK_AT_VBYTES / 2)));
   constexpr int VL = GK_AT_VBYTES / int(sizeof(A));
-  V acc[kRB][CB];
-  for (int r = 0; r < kRB; ++r)
+  V acc[kRB][CB > 0 ? CB : 1];
+  Vh acch[kRB];
+  for (int r = 0; r < kRB; ++r) {
     for (int j = 0; j < CB; ++j) acc[r][j] = loadv<V>(O + r * ldO + j * VL);
+    if (HALF) acch[r] = loadv<Vh>(O + r * ldO + CB * VL);
+  }
   for (std::int64_t k = 0; k < nk; ++k) {
-    V b[CB];
+    V b[CB > 0 ? CB : 1];
     for (int j = 0; j < CB; ++j) b[j] = loadv<V>(Vp + k * ldV + j * VL);
+    Vh bh{};
+    if (HALF) bh = loadv<Vh>(Vp + k * ldV + CB * VL);
     for (int r = 0; r < kRB; ++r) {
       const A p = P[r * ldP + k];
       for (int j = 0; j < CB; ++j) acc[r][j] += p * b[j];
+      if (HALF) acch[r] += p * bh;
     }
   }
-  for (int r = 0; r < kRB; ++r)
+  for (int r = 0; r < kRB; ++r) {
     for (int j = 0; j < CB; ++j) storev(O + r * ldO + j * VL, acc[r][j]);
+    if (HALF) storev(O + r * ldO + CB * VL, acch[r]);
+  }
 }
 
 template <class T>
@@ -129,7 +142,8 @@ void forward(const AttnArgs& a, int threads) {
   const A NEG = -std::numeric_limits<A>::infinity();
 
   const std::int64_t npanels = (Lk + NW - 1) / NW, Lkp = npanels * NW;
-  const std::int64_t Dp = (D + VL - 1) / VL * VL;
+  const std::int64_t Dp = (D + VL - 1) / VL * VL;                  // V row stride, zero-padded
+  const std::int64_t Dh = (D + VL / 2 - 1) / (VL / 2) * (VL / 2);  // columns P.V computes
   const std::int64_t tile_panels = Lkp <= kFastKeys ? npanels : std::max<std::int64_t>(1, kTileKeys / NW);
   const std::int64_t KT = tile_panels * NW;
 
@@ -186,19 +200,24 @@ void forward(const AttnArgs& a, int threads) {
     const A* kp = kpack.p + bh * Lkp * D;
     const A* vp = vpack.p + bh * Lkp * Dp;
     const A* bi = bias.p + b * Lkp;
-    Buf<A> qpk(std::size_t(R * D)), S(std::size_t(Rp * KT)), O(std::size_t(Rp * Dp));
+    Buf<A> S(std::size_t(Rp * KT)), O(std::size_t(Rp * Dp));
     if (Rp > R) std::memset(S.p + R * KT, 0, sizeof(A) * std::size_t((Rp - R) * KT));
     std::vector<A> m(std::size_t(R), NEG), l(std::size_t(R), A(0));
-    for (std::int64_t g = 0; g < groups; ++g) {
-      A* dst = qpk.p + g * D * MR;
-      for (int r = 0; r < MR; ++r) {
-        const std::int64_t i = m0 + g * MR + r;
-        if (i < m0 + rows) {
-          const T* row = qb + i * a.qs[2];
-          for (std::int64_t d = 0; d < D; ++d) dst[d * MR + r] = to_acc(row[d]) * scale;
-        } else {
-          for (std::int64_t d = 0; d < D; ++d) dst[d * MR + r] = A(0);
-        }
+    // Query rows as the micro-kernel reads them: in place when stored in the accumulation type,
+    // else converted into a row-major copy; rows past the end read zeros.
+    constexpr bool in_place = std::is_same<T, A>::value;
+    Buf<A> qconv(in_place ? std::size_t(D) : std::size_t((rows + 1) * D));
+    A* zero_row = qconv.p + (in_place ? 0 : rows * D);
+    std::memset(zero_row, 0, sizeof(A) * std::size_t(D));
+    std::vector<const A*> qrow(std::size_t(R), zero_row);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const T* row = qb + (m0 + r) * a.qs[2];
+      if constexpr (in_place) {
+        qrow[r] = row;
+      } else {
+        A* dst = qconv.p + r * D;
+        for (std::int64_t d = 0; d < D; ++d) dst[d] = to_acc(row[d]);
+        qrow[r] = dst;
       }
     }
     std::memset(O.p, 0, sizeof(A) * std::size_t(Rp * Dp));
@@ -210,16 +229,16 @@ void forward(const AttnArgs& a, int threads) {
       const int tail_vecs = int((nk - (pe - 1 - pt) * NW) / VL);  // vectors of the last panel
       // 1. logits
       for (std::int64_t g = 0; g < groups; ++g) {
-        const A* qg = qpk.p + g * D * MR;
+        const A* const* qg = qrow.data() + g * MR;
         A* Sg = S.p + g * MR * KT;
         for (std::int64_t pi = pt; pi < pe - 1; ++pi)
-          qk_micro<A>(qg, kp + pi * D * NW, bi + pi * NW, D, Sg + (pi - pt) * NW, KT);
+          qk_micro<A>(qg, kp + pi * D * NW, bi + pi * NW, D, scale, Sg + (pi - pt) * NW, KT);
         const std::int64_t pl = pe - 1;
         const A* kl = kp + pl * D * NW;
         A* sl = Sg + (pl - pt) * NW;
-        if (tail_vecs >= kNR) qk_micro<A>(qg, kl, bi + pl * NW, D, sl, KT);
-        else if (tail_vecs == 2) qk_micro<A, 2>(qg, kl, bi + pl * NW, D, sl, KT);
-        else qk_micro<A, 1>(qg, kl, bi + pl * NW, D, sl, KT);
+        if (tail_vecs >= kNR) qk_micro<A>(qg, kl, bi + pl * NW, D, scale, sl, KT);
+        else if (tail_vecs == 2) qk_micro<A, 2>(qg, kl, bi + pl * NW, D, scale, sl, KT);
+        else qk_micro<A, 1>(qg, kl, bi + pl * NW, D, scale, sl, KT);
       }
       // 2. online softmax
       const bool first = pt == 0;
@@ -255,17 +274,22 @@ void forward(const AttnArgs& a, int threads) {
         }
         m[r] = mnew;
       }
-      // 3. O += P V
+      // 3. O += P V over the real keys only (P of the padding is 0)
       const A* vt = vp + j0 * Dp;
+      const std::int64_t nkv = std::min(nk, Lk - j0);
       for (std::int64_t r = 0; r < Rp; r += kRB) {
-        for (std::int64_t c = 0; c < Dp; c += kCB * VL) {
-          const std::int64_t nv = std::min<std::int64_t>(kCB, (Dp - c) / VL);
+        for (std::int64_t c = 0; c < Dh; c += kCB * VL) {
+          // half vectors left in this column block (kCB * 2 at most)
+          const std::int64_t nh = std::min<std::int64_t>(2 * kCB, (Dh - c) / (VL / 2));
           const A* P = S.p + r * KT;
           A* o = O.p + r * Dp + c;
-          switch (nv) {
-            case 3: pv_micro<A, 3>(P, KT, vt + c, Dp, nk, o, Dp); break;
-            case 2: pv_micro<A, 2>(P, KT, vt + c, Dp, nk, o, Dp); break;
-            default: pv_micro<A, 1>(P, KT, vt + c, Dp, nk, o, Dp); break;
+          switch (nh) {
+            case 6: pv_micro<A, 3>(P, KT, vt + c, Dp, nkv, o, Dp); break;
+            case 5: pv_micro<A, 2, true>(P, KT, vt + c, Dp, nkv, o, Dp); break;
+            case 4: pv_micro<A, 2>(P, KT, vt + c, Dp, nkv, o, Dp); break;
+            case 3: pv_micro<A, 1, true>(P, KT, vt + c, Dp, nkv, o, Dp); break;
+            case 2: pv_micro<A, 1>(P, KT, vt + c, Dp, nkv, o, Dp); break;
+            default: pv_micro<A, 0, true>(P, KT, vt + c, Dp, nkv, o, Dp); break;
           }
         }
       }
