@@ -12,8 +12,8 @@
 //      cross-attention case with 77 text tokens) this is a single pass with no rescaling at all;
 //   3. O += P V: RB rows x up to CB vectors of D in registers over the whole tile.
 // A fully masked row gets out = 0 and lse = -inf.
-// Backward (FlashAttention-2 style, P recomputed from lse, deterministic): pass 1 over (bh, key block)
-// accumulates dK, dV for its keys over all queries; pass 2 over (bh, query block) accumulates dQ.
+// Backward (FlashAttention-2 style, P recomputed from lse, deterministic): one pass over (bh, chunk of
+// query blocks) on the same tiles and micro-kernels; see backward().
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -127,10 +127,108 @@ __attribute__((always_inline)) static inline void pv_micro(const A* __restrict P
   }
 }
 
+// ------------------------------------------------------------------------------------------ packing
+// Keys (or values) of one head as qk_micro reads them: panels of NW rows, [D][NW] each, zero past L.
+template <class T, class A, int NW>
+void pack_panels(const T* src, std::int64_t stride, std::int64_t L, std::int64_t D, std::int64_t npanels,
+                 A* __restrict dst) {
+  for (std::int64_t pi = 0; pi < npanels; ++pi, dst += D * NW)
+    for (int c = 0; c < NW; ++c) {
+      const std::int64_t j = pi * NW + c;
+      const T* row = src + j * stride;
+      for (std::int64_t d = 0; d < D; ++d) dst[d * NW + c] = j < L ? to_acc(row[d]) : A(0);
+    }
+}
+
+// Rows [0, n) of D values as rows of Dp (a whole number of vectors), zero past D and past row L.
+template <class T, class A>
+void pack_rows(const T* src, std::int64_t stride, std::int64_t L, std::int64_t n, std::int64_t D,
+               std::int64_t Dp, A* __restrict dst) {
+  for (std::int64_t j = 0; j < n; ++j, dst += Dp) {
+    const T* row = src + j * stride;
+    for (std::int64_t d = 0; d < Dp; ++d) dst[d] = (j < L && d < D) ? to_acc(row[d]) : A(0);
+  }
+}
+
+// Additive key bias of every batch: 0, or -inf for a padding key (mask) and past Lk (up to Lkp).
+template <class A>
+void key_bias(const AttnArgs& a, std::int64_t Lkp, A* __restrict bias) {
+  const A NEG = -std::numeric_limits<A>::infinity();
+  for (std::int64_t b = 0; b < a.B; ++b)
+    for (std::int64_t j = 0; j < Lkp; ++j)
+      bias[b * Lkp + j] = (j >= a.Lk || (a.mask && a.mask[b * a.Lk + j])) ? NEG : A(0);
+}
+
+// The head geometry both passes share: keys in panels of NW, tiles of KT keys (all keys in one tile
+// up to kFastKeys), D padded to whole vectors (Dp, the row stride) and half vectors (Dh, what the
+// P.V micro-kernel computes).
+template <class A>
+struct Geometry {
+  static constexpr int VL = GK_AT_VBYTES / int(sizeof(A)), NW = kNR * VL;
+  std::int64_t npanels, Lkp, Dp, Dh, tile_panels, KT;
+  Geometry(std::int64_t Lk, std::int64_t D) {
+    npanels = (Lk + NW - 1) / NW;
+    Lkp = npanels * NW;
+    Dp = (D + VL - 1) / VL * VL;
+    Dh = (D + VL / 2 - 1) / (VL / 2) * (VL / 2);
+    tile_panels = Lkp <= kFastKeys ? npanels : std::max<std::int64_t>(1, kTileKeys / NW);
+    KT = tile_panels * NW;
+  }
+  // keys computed in the tile of panels [pt, pe): whole vectors up to the last real key
+  std::int64_t tile_keys(std::int64_t pt, std::int64_t pe, std::int64_t Lk) const {
+    return std::min((pe - pt) * NW, (Lk - pt * NW + VL - 1) / VL * VL);
+  }
+};
+
+// S[R rows][tile] = scale * rows . panels + bias over the panels [pt, pe) (nk keys), MR rows at a time.
+template <class A>
+void qk_tile(const A* const* rows, std::int64_t R, const A* panels, const A* bias, std::int64_t D, A scale,
+             std::int64_t pt, std::int64_t pe, std::int64_t nk, A* S, std::int64_t ldS) {
+  constexpr int VL = GK_AT_VBYTES / int(sizeof(A)), NW = kNR * VL;
+  const int tail_vecs = int((nk - (pe - 1 - pt) * NW) / VL);  // vectors of the last panel
+  for (std::int64_t g = 0; g < R / kMR; ++g) {
+    const A* const* qg = rows + g * kMR;
+    A* Sg = S + g * kMR * ldS;
+    for (std::int64_t pi = pt; pi < pe - 1; ++pi)
+      qk_micro<A>(qg, panels + pi * D * NW, bias + pi * NW, D, scale, Sg + (pi - pt) * NW, ldS);
+    const std::int64_t pl = pe - 1;
+    const A* kl = panels + pl * D * NW;
+    A* sl = Sg + (pl - pt) * NW;
+    if (tail_vecs >= kNR) qk_micro<A>(qg, kl, bias + pl * NW, D, scale, sl, ldS);
+    else if (tail_vecs == 2) qk_micro<A, 2>(qg, kl, bias + pl * NW, D, scale, sl, ldS);
+    else qk_micro<A, 1>(qg, kl, bias + pl * NW, D, scale, sl, ldS);
+  }
+}
+
+// O[Rp rows][Dh columns] (stride ldO) += P[Rp][0..nk) (stride ldP) . Vr[0..nk)[columns] (stride ldV),
+// kRB rows at a time.
+template <class A>
+void pv_tile(const A* P, std::int64_t ldP, std::int64_t Rp, const A* Vr, std::int64_t ldV, std::int64_t nk,
+             std::int64_t Dh, A* O, std::int64_t ldO) {
+  constexpr int VL = GK_AT_VBYTES / int(sizeof(A));
+  for (std::int64_t r = 0; r < Rp; r += kRB) {
+    for (std::int64_t c = 0; c < Dh; c += kCB * VL) {
+      const std::int64_t nh = std::min<std::int64_t>(2 * kCB, (Dh - c) / (VL / 2));  // half vectors left
+      const A* Pr = P + r * ldP;
+      A* o = O + r * ldO + c;
+      switch (nh) {
+        case 6: pv_micro<A, 3>(Pr, ldP, Vr + c, ldV, nk, o, ldO); break;
+        case 5: pv_micro<A, 2, true>(Pr, ldP, Vr + c, ldV, nk, o, ldO); break;
+        case 4: pv_micro<A, 2>(Pr, ldP, Vr + c, ldV, nk, o, ldO); break;
+        case 3: pv_micro<A, 1, true>(Pr, ldP, Vr + c, ldV, nk, o, ldO); break;
+        case 2: pv_micro<A, 1>(Pr, ldP, Vr + c, ldV, nk, o, ldO); break;
+        default: pv_micro<A, 0, true>(Pr, ldP, Vr + c, ldV, nk, o, ldO); break;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------ forward
 template <class T>
 void forward(const AttnArgs& a, int threads) {
   using A = acc_t<T>;
-  constexpr int VL = GK_AT_VBYTES / int(sizeof(A)), NW = kNR * VL, MR = kMR;
+  using V = typename AVec<A>::v;
+  constexpr int VL = Geometry<A>::VL, MR = kMR;
   const std::int64_t B = a.B, H = a.H, Lq = a.Lq, Lk = a.Lk, D = a.D, BH = B * H;
   if (BH == 0 || Lq == 0) return;
   if (threads < 1) threads = 1;
@@ -140,49 +238,18 @@ void forward(const AttnArgs& a, int threads) {
   T* out = static_cast<T*>(a.out);
   A* lse = static_cast<A*>(a.lse);
   const A NEG = -std::numeric_limits<A>::infinity();
+  const Geometry<A> geo(Lk, D);
+  const std::int64_t npanels = geo.npanels, Lkp = geo.Lkp, Dp = geo.Dp, KT = geo.KT;
 
-  const std::int64_t npanels = (Lk + NW - 1) / NW, Lkp = npanels * NW;
-  const std::int64_t Dp = (D + VL - 1) / VL * VL;                  // V row stride, zero-padded
-  const std::int64_t Dh = (D + VL / 2 - 1) / (VL / 2) * (VL / 2);  // columns P.V computes
-  const std::int64_t tile_panels = Lkp <= kFastKeys ? npanels : std::max<std::int64_t>(1, kTileKeys / NW);
-  const std::int64_t KT = tile_panels * NW;
-
-  // ---- pack K (transposed panels), V (rows) and the key bias
-  Buf<A> kpack(std::size_t(BH * Lkp * D));
-  Buf<A> vpack(std::size_t(BH * Lkp * Dp));
-  Buf<A> bias(std::size_t(B * Lkp));
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t j = 0; j < Lkp; ++j)
-      bias.p[b * Lkp + j] = (j >= Lk || (a.mask && a.mask[b * Lk + j])) ? NEG : A(0);
+  // ---- pack K (panels), V (rows) and the key bias
+  Buf<A> kpack(std::size_t(BH * Lkp * D)), vpack(std::size_t(BH * Lkp * Dp)), bias(std::size_t(B * Lkp));
+  key_bias(a, Lkp, bias.p);
   const double pack_work = double(BH) * double(Lk) * double(D);
   parallel_for(BH, pack_work < 65536.0 ? 1 : threads, [&](std::int64_t bh) {
     const std::int64_t b = bh / H, h = bh % H;
-    const T* kb = k + b * a.ks[0] + h * a.ks[1];
-    const T* vb = v + b * a.vs[0] + h * a.vs[1];
-    A* kp = kpack.p + bh * Lkp * D;
-    A* vp = vpack.p + bh * Lkp * Dp;
-    for (std::int64_t pi = 0; pi < npanels; ++pi) {
-      A* dst = kp + pi * D * NW;
-      for (int c = 0; c < NW; ++c) {
-        const std::int64_t j = pi * NW + c;
-        if (j < Lk) {
-          const T* row = kb + j * a.ks[2];
-          for (std::int64_t d = 0; d < D; ++d) dst[d * NW + c] = to_acc(row[d]);
-        } else {
-          for (std::int64_t d = 0; d < D; ++d) dst[d * NW + c] = A(0);
-        }
-      }
-    }
-    for (std::int64_t j = 0; j < Lkp; ++j) {
-      A* dst = vp + j * Dp;
-      if (j < Lk) {
-        const T* row = vb + j * a.vs[2];
-        for (std::int64_t d = 0; d < D; ++d) dst[d] = to_acc(row[d]);
-        for (std::int64_t d = D; d < Dp; ++d) dst[d] = A(0);
-      } else {
-        for (std::int64_t d = 0; d < Dp; ++d) dst[d] = A(0);
-      }
-    }
+    pack_panels<T, A, Geometry<A>::NW>(k + b * a.ks[0] + h * a.ks[1], a.ks[2], Lk, D, npanels,
+                                       kpack.p + bh * Lkp * D);
+    pack_rows(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, Lkp, D, Dp, vpack.p + bh * Lkp * Dp);
   });
 
   // ---- tasks: (bh, block of MB query rows)
@@ -195,7 +262,7 @@ void forward(const AttnArgs& a, int threads) {
     const std::int64_t bh = t / nblocks, blk = t % nblocks;
     const std::int64_t b = bh / H, h = bh % H;
     const std::int64_t m0 = blk * MB, rows = std::min(MB, Lq - m0);
-    const std::int64_t groups = (rows + MR - 1) / MR, R = groups * MR, Rp = (R + kRB - 1) / kRB * kRB;
+    const std::int64_t R = (rows + MR - 1) / MR * MR, Rp = (R + kRB - 1) / kRB * kRB;
     const T* qb = q + b * a.qs[0] + h * a.qs[1];
     const A* kp = kpack.p + bh * Lkp * D;
     const A* vp = vpack.p + bh * Lkp * Dp;
@@ -221,39 +288,24 @@ void forward(const AttnArgs& a, int threads) {
       }
     }
     std::memset(O.p, 0, sizeof(A) * std::size_t(Rp * Dp));
-    for (std::int64_t pt = 0; pt < npanels; pt += tile_panels) {
-      const std::int64_t pe = std::min(npanels, pt + tile_panels);
-      const std::int64_t j0 = pt * NW;
-      // keys computed in this tile: whole vectors up to the last real key
-      const std::int64_t nk = std::min((pe - pt) * NW, (Lk - j0 + VL - 1) / VL * VL);
-      const int tail_vecs = int((nk - (pe - 1 - pt) * NW) / VL);  // vectors of the last panel
+    for (std::int64_t pt = 0; pt < npanels; pt += geo.tile_panels) {
+      const std::int64_t pe = std::min(npanels, pt + geo.tile_panels);
+      const std::int64_t j0 = pt * Geometry<A>::NW, nk = geo.tile_keys(pt, pe, Lk);
       // 1. logits
-      for (std::int64_t g = 0; g < groups; ++g) {
-        const A* const* qg = qrow.data() + g * MR;
-        A* Sg = S.p + g * MR * KT;
-        for (std::int64_t pi = pt; pi < pe - 1; ++pi)
-          qk_micro<A>(qg, kp + pi * D * NW, bi + pi * NW, D, scale, Sg + (pi - pt) * NW, KT);
-        const std::int64_t pl = pe - 1;
-        const A* kl = kp + pl * D * NW;
-        A* sl = Sg + (pl - pt) * NW;
-        if (tail_vecs >= kNR) qk_micro<A>(qg, kl, bi + pl * NW, D, scale, sl, KT);
-        else if (tail_vecs == 2) qk_micro<A, 2>(qg, kl, bi + pl * NW, D, scale, sl, KT);
-        else qk_micro<A, 1>(qg, kl, bi + pl * NW, D, scale, sl, KT);
-      }
+      qk_tile(qrow.data(), R, kp, bi, D, scale, pt, pe, nk, S.p, KT);
       // 2. online softmax
       const bool first = pt == 0;
       for (std::int64_t r = 0; r < R; ++r) {
         A* s = S.p + r * KT;
         // row max over the tile (nk is a whole number of vectors); explicit vectors: the
         // compiler keeps a scalar max reduction serial
-        using V = typename AVec<A>::v;
         V mv = splat<V>(NEG);
         for (std::int64_t j = 0; j < nk; j += VL) {
           const V x = loadv<V>(s + j);
           mv = x > mv ? x : mv;
         }
         A mx = NEG;
-        for (int l = 0; l < VL; ++l) mx = mv[l] > mx ? mv[l] : mx;
+        for (int u = 0; u < VL; ++u) mx = mv[u] > mx ? mv[u] : mx;
         const A mnew = std::max(m[r], mx);
         const A muse = mnew == NEG ? A(0) : mnew;
         A sum = 0;
@@ -275,24 +327,7 @@ void forward(const AttnArgs& a, int threads) {
         m[r] = mnew;
       }
       // 3. O += P V over the real keys only (P of the padding is 0)
-      const A* vt = vp + j0 * Dp;
-      const std::int64_t nkv = std::min(nk, Lk - j0);
-      for (std::int64_t r = 0; r < Rp; r += kRB) {
-        for (std::int64_t c = 0; c < Dh; c += kCB * VL) {
-          // half vectors left in this column block (kCB * 2 at most)
-          const std::int64_t nh = std::min<std::int64_t>(2 * kCB, (Dh - c) / (VL / 2));
-          const A* P = S.p + r * KT;
-          A* o = O.p + r * Dp + c;
-          switch (nh) {
-            case 6: pv_micro<A, 3>(P, KT, vt + c, Dp, nkv, o, Dp); break;
-            case 5: pv_micro<A, 2, true>(P, KT, vt + c, Dp, nkv, o, Dp); break;
-            case 4: pv_micro<A, 2>(P, KT, vt + c, Dp, nkv, o, Dp); break;
-            case 3: pv_micro<A, 1, true>(P, KT, vt + c, Dp, nkv, o, Dp); break;
-            case 2: pv_micro<A, 1>(P, KT, vt + c, Dp, nkv, o, Dp); break;
-            default: pv_micro<A, 0, true>(P, KT, vt + c, Dp, nkv, o, Dp); break;
-          }
-        }
-      }
+      pv_tile(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lk - j0), geo.Dh, O.p, Dp);
     }
     // ---- normalise and store
     T* ob = out + b * a.os[0] + h * a.os[1];
@@ -308,140 +343,152 @@ void forward(const AttnArgs& a, int threads) {
 }
 
 // ------------------------------------------------------------------------------------------ backward
+// Tiles as in the forward, P recomputed from the saved lse. A task owns (bh, a chunk of query rows)
+// and walks it in blocks of MB rows; per block and key tile (T^ = transposed, tile-local):
+//   S = scale Q K^T + bias, P = exp(S - lse), dP = dO V^T, dS = P (dP - delta), delta = rowsum(dO O)
+//   dQ += dS K,  dV += P^T dO,  dK += dS^T Q   (then dQ, dK times scale)
+// all through the forward's micro-kernels (five Lq x Lk x D products, the minimum). dK, dV are
+// accumulated per task: with one chunk per head (enough tasks) straight into the result, else into
+// per-chunk partials summed in a fixed order afterwards (deterministic).
 template <class T>
 void backward(const AttnArgs& a, int threads) {
   using A = acc_t<T>;
+  constexpr int NW = Geometry<A>::NW, MR = kMR;
   const std::int64_t B = a.B, H = a.H, Lq = a.Lq, Lk = a.Lk, D = a.D, BH = B * H;
   if (BH == 0) return;
   if (threads < 1) threads = 1;
-  const T* q = static_cast<const T*>(a.q);
-  const T* k = static_cast<const T*>(a.k);
-  const T* v = static_cast<const T*>(a.v);
-  const T* out = static_cast<const T*>(a.out);
-  const T* dout = static_cast<const T*>(a.dout);
+  const T *q = static_cast<const T*>(a.q), *k = static_cast<const T*>(a.k), *v = static_cast<const T*>(a.v);
+  const T *out = static_cast<const T*>(a.out), *dout = static_cast<const T*>(a.dout);
   const A* lse = static_cast<const A*>(a.lse);
-  T* dq = static_cast<T*>(a.dq);
-  T* dk = static_cast<T*>(a.dk);
-  T* dv = static_cast<T*>(a.dv);
+  T *dq = static_cast<T*>(a.dq), *dk = static_cast<T*>(a.dk), *dv = static_cast<T*>(a.dv);
   const A NEG = -std::numeric_limits<A>::infinity();
   const A scale = A(a.scale);
-  const double work = double(BH) * double(Lq) * double(Lk) * double(D);
+  const Geometry<A> geo(Lk, D);
+  const std::int64_t npanels = geo.npanels, Lkp = geo.Lkp, Dp = geo.Dp, Dh = geo.Dh, KT = geo.KT;
+  const double work = double(BH) * double(std::max<std::int64_t>(Lq, 1)) * double(Lkp) * double(D);
   const int thr = work < double(1 << 16) ? 1 : threads;
 
-  // converted copies: Q, dO rows [Lq][D]; K, V transposed [D][Lk]; K rows [Lk][D]; delta [Lq]
-  Buf<A> Qc(std::size_t(BH * Lq * D)), dOc(std::size_t(BH * Lq * D)), delta(std::size_t(BH * Lq));
-  Buf<A> Kt(std::size_t(BH * D * Lk)), Vt(std::size_t(BH * D * Lk)), Kr(std::size_t(BH * Lk * D));
-  Buf<A> bias(std::size_t(B * Lk));
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t j = 0; j < Lk; ++j) bias.p[b * Lk + j] = (a.mask && a.mask[b * Lk + j]) ? NEG : A(0);
+  // ---- pack K and V (panels, for S and dP), K rows (for dQ), the key bias and a zero bias (dP)
+  Buf<A> kpan(std::size_t(BH * Lkp * D)), vpan(std::size_t(BH * Lkp * D)), krow(std::size_t(BH * Lkp * Dp));
+  Buf<A> bias(std::size_t(B * Lkp)), nobias(static_cast<std::size_t>(Lkp));
+  key_bias(a, Lkp, bias.p);
+  std::fill(nobias.p, nobias.p + Lkp, A(0));
   parallel_for(BH, thr, [&](std::int64_t bh) {
     const std::int64_t b = bh / H, h = bh % H;
-    for (std::int64_t i = 0; i < Lq; ++i) {
-      const T* qr = q + b * a.qs[0] + h * a.qs[1] + i * a.qs[2];
-      const T* orow = out + b * a.os[0] + h * a.os[1] + i * a.os[2];
-      const T* gr = dout + b * a.os[0] + h * a.os[1] + i * a.os[2];
-      A* qd = Qc.p + (bh * Lq + i) * D;
-      A* gd = dOc.p + (bh * Lq + i) * D;
-      A s = 0;
-      for (std::int64_t d = 0; d < D; ++d) {
-        qd[d] = to_acc(qr[d]);
-        gd[d] = to_acc(gr[d]);
-        s += gd[d] * A(to_acc(orow[d]));
-      }
-      delta.p[bh * Lq + i] = s;
-    }
-    for (std::int64_t j = 0; j < Lk; ++j) {
-      const T* kr = k + b * a.ks[0] + h * a.ks[1] + j * a.ks[2];
-      const T* vr = v + b * a.vs[0] + h * a.vs[1] + j * a.vs[2];
-      for (std::int64_t d = 0; d < D; ++d) {
-        const A kv = to_acc(kr[d]);
-        Kr.p[(bh * Lk + j) * D + d] = kv;
-        Kt.p[(bh * D + d) * Lk + j] = kv;
-        Vt.p[(bh * D + d) * Lk + j] = to_acc(vr[d]);
-      }
-    }
+    const T* kb = k + b * a.ks[0] + h * a.ks[1];
+    pack_panels<T, A, NW>(kb, a.ks[2], Lk, D, npanels, kpan.p + bh * Lkp * D);
+    pack_panels<T, A, NW>(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, D, npanels, vpan.p + bh * Lkp * D);
+    pack_rows(kb, a.ks[2], Lk, Lkp, D, Dp, krow.p + bh * Lkp * Dp);
   });
 
-  // s, p, dp, ds for one query row i against keys [j0, j0+n) of head bh (ds returned in `ds`, p in `p`)
-  auto row_probs = [&](std::int64_t bh, std::int64_t i, std::int64_t j0, std::int64_t n, A* p, A* ds) {
-    const std::int64_t b = bh / H;
-    const A* qi = Qc.p + (bh * Lq + i) * D;
-    const A* gi = dOc.p + (bh * Lq + i) * D;
-    const A* kt = Kt.p + bh * D * Lk + j0;
-    const A* vt = Vt.p + bh * D * Lk + j0;
-    const A* bi = bias.p + b * Lk + j0;
-    const A L = lse[bh * Lq + i], dl = delta.p[bh * Lq + i];
-    for (std::int64_t j = 0; j < n; ++j) { p[j] = 0; ds[j] = 0; }
-    for (std::int64_t d = 0; d < D; ++d) {
-      const A qd = qi[d], gd = gi[d];
-      const A* kr = kt + d * Lk;
-      const A* vr = vt + d * Lk;
-#pragma omp simd
-      for (std::int64_t j = 0; j < n; ++j) { p[j] += qd * kr[j]; ds[j] += gd * vr[j]; }
-    }
-    const A Lu = L == NEG ? A(0) : L;
-#pragma omp simd
-    for (std::int64_t j = 0; j < n; ++j) {
-      const A pj = L == NEG ? A(0) : exp_a(p[j] * scale + bi[j] - Lu);
-      p[j] = pj;
-      ds[j] = pj * (ds[j] - dl);
-    }
-  };
-
-  // ---- pass 1: dK, dV per (bh, key block)
-  constexpr std::int64_t KB = 64;
-  const std::int64_t nkb = (Lk + KB - 1) / KB;
-  parallel_for(BH * nkb, thr, [&](std::int64_t t) {
-    const std::int64_t bh = t / nkb, kb = t % nkb;
+  // ---- tasks: (bh, chunk of query blocks)
+  const std::int64_t MB = 64;
+  const std::int64_t qblocks = (Lq + MB - 1) / MB;
+  const std::int64_t want = (4 * std::int64_t(thr) + BH - 1) / BH;  // chunks per head for ~4 tasks a thread
+  const std::int64_t nch = std::max<std::int64_t>(1, std::min(want, qblocks));
+  const std::int64_t blocks_per = std::max<std::int64_t>(1, (qblocks + nch - 1) / nch);
+  const std::int64_t KTr = (KT + kRB - 1) / kRB * kRB;  // transposed tiles: keys rounded to kRB rows
+  Buf<A> partial(nch > 1 ? std::size_t(BH * nch * 2 * Lkp * Dp) : 0);
+  parallel_for(BH * nch, thr, [&](std::int64_t t) {
+    const std::int64_t bh = t / nch, ch = t % nch;
     const std::int64_t b = bh / H, h = bh % H;
-    const std::int64_t j0 = kb * KB, n = std::min(KB, Lk - j0);
-    std::vector<A> dK(std::size_t(n * D), A(0)), dV(std::size_t(n * D), A(0)), p(static_cast<std::size_t>(n)), ds(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < Lq; ++i) {
-      row_probs(bh, i, j0, n, p.data(), ds.data());
-      const A* qi = Qc.p + (bh * Lq + i) * D;
-      const A* gi = dOc.p + (bh * Lq + i) * D;
-      for (std::int64_t j = 0; j < n; ++j) {
-        const A pj = p[j], sj = ds[j] * scale;
-        A* dvj = dV.data() + j * D;
-        A* dkj = dK.data() + j * D;
-#pragma omp simd
-        for (std::int64_t d = 0; d < D; ++d) { dvj[d] += pj * gi[d]; dkj[d] += sj * qi[d]; }
+    const A* kp = kpan.p + bh * Lkp * D;
+    const A* vp = vpan.p + bh * Lkp * D;
+    const A* kr = krow.p + bh * Lkp * Dp;
+    const A* bi = bias.p + b * Lkp;
+    Buf<A> own(nch > 1 ? 0 : std::size_t(2 * Lkp * Dp));
+    A* dK = nch > 1 ? partial.p + (bh * nch + ch) * 2 * Lkp * Dp : own.p;
+    A* dV = dK + Lkp * Dp;
+    std::memset(dK, 0, sizeof(A) * std::size_t(2 * Lkp * Dp));
+    const std::int64_t Rmax = ((MB + MR - 1) / MR * MR + kRB - 1) / kRB * kRB;  // Rp of a full block
+    Buf<A> Qb(std::size_t(Rmax * Dp)), Gb(std::size_t(Rmax * Dp)), dQ(std::size_t(Rmax * Dp));
+    Buf<A> P(std::size_t(Rmax * KT)), dS(std::size_t(Rmax * KT));
+    Buf<A> Pt(std::size_t(KTr * Rmax)), dSt(std::size_t(KTr * Rmax));
+    std::vector<const A*> qrow(static_cast<std::size_t>(Rmax)), grow(static_cast<std::size_t>(Rmax));
+    std::vector<A> L(static_cast<std::size_t>(Rmax)), delta(static_cast<std::size_t>(Rmax));
+    for (std::int64_t blk = ch * blocks_per; blk < std::min(qblocks, (ch + 1) * blocks_per); ++blk) {
+      const std::int64_t m0 = blk * MB, rows = std::min(MB, Lq - m0);
+      const std::int64_t R = (rows + MR - 1) / MR * MR, Rp = (R + kRB - 1) / kRB * kRB;
+      const T* qsrc = q + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
+      const T* gsrc = dout + b * a.os[0] + h * a.os[1] + m0 * a.os[2];
+      const T* osrc = out + b * a.os[0] + h * a.os[1] + m0 * a.os[2];
+      pack_rows(qsrc, a.qs[2], rows, Rp, D, Dp, Qb.p);
+      pack_rows(gsrc, a.os[2], rows, Rp, D, Dp, Gb.p);
+      for (std::int64_t r = 0; r < Rp; ++r) {
+        qrow[r] = Qb.p + r * Dp;
+        grow[r] = Gb.p + r * Dp;
+        A s = 0;
+        if (r < rows)
+          for (std::int64_t d = 0; d < D; ++d) s += Gb.p[r * Dp + d] * A(to_acc(osrc[r * a.os[2] + d]));
+        delta[r] = s;
+        L[r] = r < rows ? lse[bh * Lq + m0 + r] : NEG;  // padding rows: P = 0
       }
-    }
-    for (std::int64_t j = 0; j < n; ++j) {
-      T* dkr = dk + b * a.ks[0] + h * a.ks[1] + (j0 + j) * a.ks[2];
-      T* dvr = dv + b * a.vs[0] + h * a.vs[1] + (j0 + j) * a.vs[2];
-      for (std::int64_t d = 0; d < D; ++d) {
-        dkr[d] = from_acc<T>(dK[std::size_t(j * D + d)]);
-        dvr[d] = from_acc<T>(dV[std::size_t(j * D + d)]);
-      }
-    }
-  });
-
-  // ---- pass 2: dQ per (bh, query block)
-  constexpr std::int64_t QB = 32, KC = 256;
-  const std::int64_t nqb = (Lq + QB - 1) / QB;
-  parallel_for(BH * nqb, thr, [&](std::int64_t t) {
-    const std::int64_t bh = t / nqb, qb = t % nqb;
-    const std::int64_t b = bh / H, h = bh % H;
-    const std::int64_t i0 = qb * QB, i1 = std::min(Lq, i0 + QB);
-    std::vector<A> acc(static_cast<std::size_t>(D)), p(static_cast<std::size_t>(KC)), ds(static_cast<std::size_t>(KC));
-    for (std::int64_t i = i0; i < i1; ++i) {
-      std::fill(acc.begin(), acc.end(), A(0));
-      for (std::int64_t j0 = 0; j0 < Lk; j0 += KC) {
-        const std::int64_t n = std::min(KC, Lk - j0);
-        row_probs(bh, i, j0, n, p.data(), ds.data());
-        const A* kr = Kr.p + (bh * Lk + j0) * D;
-        for (std::int64_t j = 0; j < n; ++j) {
-          const A sj = ds[j];
+      std::memset(dQ.p, 0, sizeof(A) * std::size_t(Rp * Dp));
+      for (std::int64_t pt = 0; pt < npanels; pt += geo.tile_panels) {
+        const std::int64_t pe = std::min(npanels, pt + geo.tile_panels);
+        const std::int64_t j0 = pt * NW, nk = geo.tile_keys(pt, pe, Lk), nkv = std::min(nk, Lk - j0);
+        const std::int64_t nkr = (nkv + kRB - 1) / kRB * kRB;
+        qk_tile(qrow.data(), R, kp, bi, D, scale, pt, pe, nk, P.p, KT);
+        qk_tile(grow.data(), R, vp, nobias.p, D, A(1), pt, pe, nk, dS.p, KT);
+        for (std::int64_t r = 0; r < Rp; ++r) {
+          A* pr = P.p + r * KT;
+          A* sr = dS.p + r * KT;
+          const A Lr = L[r], Lu = Lr == NEG ? A(0) : Lr, dl = delta[r];
+          if (Lr == NEG) {  // fully masked or padding row: no probability, no gradient
+            std::fill(pr, pr + nkr, A(0));
+            std::fill(sr, sr + nkr, A(0));
+          } else {
 #pragma omp simd
-          for (std::int64_t d = 0; d < D; ++d) acc[d] += sj * kr[j * D + d];
+            for (std::int64_t j = 0; j < nkv; ++j) {
+              const A pj = exp_a(pr[j] - Lu);
+              pr[j] = pj;
+              sr[j] = pj * (sr[j] - dl);
+            }
+            for (std::int64_t j = nkv; j < nkr; ++j) pr[j] = sr[j] = A(0);
+          }
+          for (std::int64_t j = 0; j < nkr; ++j) {  // transposed copies for dV, dK
+            Pt.p[j * Rp + r] = pr[j];
+            dSt.p[j * Rp + r] = sr[j];
+          }
+        }
+        pv_tile(dS.p, KT, Rp, kr + j0 * Dp, Dp, nkv, Dh, dQ.p, Dp);
+        pv_tile(Pt.p, Rp, nkr, Gb.p, Dp, R, Dh, dV + j0 * Dp, Dp);
+        pv_tile(dSt.p, Rp, nkr, Qb.p, Dp, R, Dh, dK + j0 * Dp, Dp);
+      }
+      T* dqb = dq + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t d = 0; d < D; ++d) dqb[r * a.qs[2] + d] = from_acc<T>(A(dQ.p[r * Dp + d] * scale));
+    }
+    if (nch == 1) {
+      for (std::int64_t j = 0; j < Lk; ++j) {
+        T* dkr = dk + b * a.ks[0] + h * a.ks[1] + j * a.ks[2];
+        T* dvr = dv + b * a.vs[0] + h * a.vs[1] + j * a.vs[2];
+        for (std::int64_t d = 0; d < D; ++d) {
+          dkr[d] = from_acc<T>(A(dK[j * Dp + d] * scale));
+          dvr[d] = from_acc<T>(dV[j * Dp + d]);
         }
       }
-      T* dqr = dq + b * a.qs[0] + h * a.qs[1] + i * a.qs[2];
-      for (std::int64_t d = 0; d < D; ++d) dqr[d] = from_acc<T>(A(acc[d] * scale));
     }
   });
+  if (nch > 1) {  // sum the chunks' partials in chunk order
+    parallel_for(BH, thr, [&](std::int64_t bh) {
+      const std::int64_t b = bh / H, h = bh % H;
+      const A* base = partial.p + bh * nch * 2 * Lkp * Dp;
+      for (std::int64_t j = 0; j < Lk; ++j) {
+        T* dkr = dk + b * a.ks[0] + h * a.ks[1] + j * a.ks[2];
+        T* dvr = dv + b * a.vs[0] + h * a.vs[1] + j * a.vs[2];
+        for (std::int64_t d = 0; d < D; ++d) {
+          A sk = 0, sv = 0;
+          for (std::int64_t c = 0; c < nch; ++c) {
+            sk += base[c * 2 * Lkp * Dp + j * Dp + d];
+            sv += base[c * 2 * Lkp * Dp + Lkp * Dp + j * Dp + d];
+          }
+          dkr[d] = from_acc<T>(A(sk * scale));
+          dvr[d] = from_acc<T>(sv);
+        }
+      }
+    });
+  }
 }
 
 }  // namespace
