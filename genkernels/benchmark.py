@@ -235,17 +235,17 @@ def make_pass(fn: Callable, inputs: Sequence, grad_out: Optional[torch.Tensor] =
 
 
 def standard_impls(names: Iterable[str], torch_fn: Callable, gk_fn: Callable, inputs: Sequence,
-                   grad_out: Optional[torch.Tensor] = None) -> Dict[str, Impl]:
+                   grad_out: Optional[torch.Tensor] = None, compile_options: Optional[dict] = None) -> Dict[str, Impl]:
     """{impl: callable} for `names` from :func:`impl_names`: ``eager`` runs `torch_fn`, ``compile``
     a fresh static ``torch.compile(torch_fn)`` (dynamo is reset first, so cases never share or exhaust
-    its recompile cache), ``genkernels[b]`` runs `gk_fn` on backend b."""
+    its recompile cache; `compile_options`: inductor options), ``genkernels[b]`` runs `gk_fn` on backend b."""
     out: Dict[str, Impl] = {}
     for name in names:
         if name == EAGER:
             out[name] = make_pass(torch_fn, inputs, grad_out)
         elif name == COMPILE:
             torch._dynamo.reset()
-            out[name] = make_pass(torch.compile(torch_fn, dynamic=False), inputs, grad_out)
+            out[name] = make_pass(torch.compile(torch_fn, dynamic=False, options=compile_options), inputs, grad_out)
         else:
             out[name] = make_pass(gk_fn, inputs, grad_out, backend=backend_of(name))
     return out
@@ -267,6 +267,7 @@ class Case:
     impl_names: List[str]
     extra: dict = field(default_factory=dict)
     peak_memory: bool = False        # also measure each impl's peak extra memory (peak_extra_bytes)
+    count_launches: bool = False     # also count each impl's kernel launches per call (count_launches)
 
     @property
     def label(self) -> str:
@@ -383,15 +384,57 @@ def run_case(case: Case, *, budget_s: float = 1.0, graphs: bool = False,
     try:
         rows = bench_impls(impls, case.bytes_moved, case.device, copy_bytes=case.copy_bytes,
                            info=dict(case.info(), case=case.label), budget_s=budget_s, graphs=graphs)
-        if case.peak_memory:
-            for r in rows:
-                if "error" not in r:
-                    r["peak_extra_bytes"] = peak_extra_bytes(case, r["impl"], impls)
+        for r in rows:
+            if "error" in r:
+                continue
+            if case.peak_memory:
+                r["peak_extra_bytes"] = peak_extra_bytes(case, r["impl"], impls)
+            if case.count_launches:
+                r["launches"] = count_launches(impls[r["impl"]], case.device)
         return rows
     finally:
         del impls
         if case.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------ launches
+# Aten ops that only make views or metadata (no kernel runs).
+_VIEW_OPS = {"aten::view", "aten::chunk", "aten::split", "aten::narrow", "aten::slice", "aten::as_strided",
+             "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::reshape", "aten::t", "aten::transpose",
+             "aten::permute", "aten::select", "aten::detach", "aten::alias", "aten::lift_fresh",
+             "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::unbind", "aten::movedim"}
+
+
+def count_launches(fn: Impl, device) -> Optional[int]:
+    """Kernels one call of `fn` runs, from the torch profiler. CUDA: device activities (kernels,
+    memcpy, memset), exact. CPU: top-level aten ops other than views (eager: one kernel each), native
+    genkernels calls (``genkernels::*`` ranges) and inductor's C++ kernels (visible when compiled with
+    ``cpp.enable_kernel_profile``); None when a compiled region shows no kernels (not countable)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    fn()
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    events = prof.events()
+    if device.type == "cuda":
+        return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    n, compiled_regions = 0, 0
+    for e in events:
+        name = e.name
+        if name.startswith("genkernels::") or "cpp_fused" in name:
+            n += 1
+        elif e.cpu_parent is None and name.startswith("aten::") and name not in _VIEW_OPS:
+            n += 1
+        elif e.cpu_parent is None and name.startswith("Torch-Compiled Region"):
+            compiled_regions += 1
+    if compiled_regions and not any("cpp_fused" in e.name for e in events):
+        return None
+    return n
 
 
 # ------------------------------------------------------------------------------------ peak memory
@@ -461,6 +504,9 @@ def format_table(rows: List[dict]) -> str:
     peak = any(r.get("peak_extra_bytes") is not None for r in rows)
     if peak:
         head.append("peak extra")
+    launches = any("launches" in r for r in rows)
+    if launches:
+        head.append("launches")
     lines = []
     last_case = None
     for r in rows:
@@ -478,6 +524,8 @@ def format_table(rows: List[dict]) -> str:
         if peak:
             mib = r.get("peak_extra_bytes")
             lines[-1].append(_fmt(None if mib is None else mib / 2**20, ".2f", " MiB"))
+        if launches:
+            lines[-1].append(_fmt(r.get("launches"), "d"))
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt_line = lambda cols: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
                                       for i, (c, w) in enumerate(zip(cols, widths))).rstrip()

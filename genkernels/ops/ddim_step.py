@@ -190,10 +190,11 @@ def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta,
     at_t = None if at_t is None else at_t.contiguous()
     ap_t = None if ap_t is None else ap_t.contiguous()
     if backend == "cpu":  # launch() without its generic layers: this op is mostly call overhead when small
-        _native.load("_C").ddim_step(_native.DTYPE_CODES[x.dtype], [
-            x.data_ptr(), m.data_ptr(), 0 if z is None else z.data_ptr(), 0 if at_t is None else at_t.data_ptr(),
-            0 if ap_t is None else ap_t.data_ptr(), prev.data_ptr(), x0.data_ptr()], ints, floats,
-            torch.get_num_threads())
+        with _native.profiled("ddim_step"):
+            _native.load("_C").ddim_step(_native.DTYPE_CODES[x.dtype], [
+                x.data_ptr(), m.data_ptr(), 0 if z is None else z.data_ptr(), 0 if at_t is None else at_t.data_ptr(),
+                0 if ap_t is None else ap_t.data_ptr(), prev.data_ptr(), x0.data_ptr()], ints, floats,
+                torch.get_num_threads())
     else:
         launch(backend, "ddim", "ddim_step", x.dtype, [x, m, z, at_t, ap_t, prev, x0], ints, floats)
     return prev, x0
