@@ -19,7 +19,9 @@ reference.
 
 Backends: ``cpu`` (csrc/cpu/kernels/attention.cpp), ``triton`` (genkernels/triton/attention.py),
 ``cuda`` (csrc/cuda/attention.cu forward, csrc/cuda/attention_bwd.cu backward), ``reference`` (below).
-Argument order of the kernels: csrc/common/attention_args.h.
+Argument order of the kernels: csrc/common/attention_args.h. On a GPU, ``auto`` picks ``triton`` before
+``cuda`` for this op: its tl.dot runs on tensor cores, while the CUDA kernels are a scalar
+one-thread-per-row baseline (the GPU benchmark times both).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from ._common import acc_dtype, check_tensor, launch
 
 Tensor = torch.Tensor
 OP = "attention"
+GPU_ORDER = ("triton", "cuda")  # auto on a GPU: tensor-core Triton first (see above)
 _REF_CHUNK_ELEMS = 1 << 24  # the reference's logits chunk: at most 16M elements alive
 
 
@@ -162,7 +165,7 @@ def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads
 def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], scale: float,
                  heads: int) -> Tuple[Tensor, Tensor]:
     """(out, lse); heads > 0: token layout [B, L, H*d]."""
-    backend = resolve(OP, q.device)
+    backend = resolve(OP, q.device, GPU_ORDER)
     return attention_forward(backend, q, k, v, key_padding_mask, scale, heads)
 
 
@@ -181,7 +184,7 @@ def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Te
                           key_padding_mask: Optional[Tensor], scale: float, heads: int, backend: str
                           ) -> Tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); `backend`: the one the forward ran on ("auto": resolve now)."""
-    backend = resolve(OP, q.device, name=backend)
+    backend = resolve(OP, q.device, GPU_ORDER, name=backend)
     dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
 

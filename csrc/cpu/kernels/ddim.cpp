@@ -234,7 +234,7 @@ void run(const StepArgs& p, int threads) {
   // Flat chunks of 4K..64K elements (a multiple of 64), about 4 per thread, split where samples
   // change; small steps run inline.
   if (total < (std::int64_t(1) << 15)) threads = 1;
-  std::int64_t chunk = (total + std::int64_t(threads) * 16 - 1) / (std::int64_t(threads) * 16);
+  std::int64_t chunk = (total + std::int64_t(threads) * 4 - 1) / (std::int64_t(threads) * 4);
   chunk = std::min<std::int64_t>(std::max<std::int64_t>(chunk, 4096), 65536);
   chunk = (chunk + 63) / 64 * 64;
   parallel_for((total + chunk - 1) / chunk, threads, [&](std::int64_t t) {
