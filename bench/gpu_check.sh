@@ -119,9 +119,10 @@ SANITIZE_PY=$(mktemp /tmp/gk_sanitize_XXXX.py)
 export SANITIZE_PY
 trap 'rm -f "$SANITIZE_PY"' EXIT
 cat > "$SANITIZE_PY" <<'EOF'
-"""Calls every genkernels GPU kernel once (forward and backward, small odd shapes, fp32 and fp16,
-NCHW and channels_last) for compute-sanitizer. Python-level errors in the calls of ops whose
-signature may differ are reported as WARN; a CUDA error exits 1."""
+"""Calls every genkernels GPU kernel once (tests/op_calls.py: forward and backward, small odd shapes,
+NCHW and channels_last) in fp32 and fp16 on each GPU backend, for compute-sanitizer. Python-level
+errors are reported as WARN; a CUDA error exits 1."""
+import os
 import sys
 import torch
 import genkernels
@@ -143,20 +144,8 @@ def run(label, fn):
         print("FAIL" if is_cuda else "WARN", label, msg, flush=True)
 
 
-def rnd(*shape, dtype=torch.float32, cl=False, grad=False):
-    t = torch.randn(*shape, device=dev, dtype=dtype)
-    if cl:
-        t = t.contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.contiguous_format)
-    return t.requires_grad_(grad)
-
-
-def fwd_bwd(f, *inputs):
-    y = f(*inputs)
-    y = y[0] if isinstance(y, tuple) else y
-    wrt = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
-    if wrt:
-        torch.autograd.grad(y, wrt, torch.randn_like(y))
-
+sys.path.insert(0, os.path.join(os.environ["REPO"], "tests"))
+from op_calls import op_calls  # noqa: E402
 
 backends = [b for b in genkernels.available_backends("cuda") if b in ("cuda", "triton")]
 print("backends under test:", backends)
@@ -165,31 +154,8 @@ if not backends:
 for be in backends:
     with genkernels.use_backend(be):
         for dt in (torch.float32, torch.float16):
-            for cl in (False, True):
-                tag = f"[{be} {str(dt)[6:]} {'cl' if cl else 'nchw'}]"
-                if hasattr(genkernels, "group_norm_silu"):
-                    run(f"group_norm_silu {tag}", lambda: fwd_bwd(
-                        lambda x, w, b, s, h: genkernels.group_norm_silu(x, 8, w, b, scale=s, shift=h),
-                        rnd(2, 48, 5, 7, dtype=dt, cl=cl, grad=True), rnd(48, dtype=dt, grad=True),
-                        rnd(48, dtype=dt, grad=True), rnd(2, 48, dtype=dt, grad=True), rnd(2, 48, dtype=dt, grad=True)))
-                    run(f"group_norm_silu act=None 3d {tag}", lambda: fwd_bwd(
-                        lambda x: genkernels.group_norm_silu(x, 4, act=None), rnd(3, 12, 33, dtype=dt, grad=True)))
-                if hasattr(genkernels, "adain"):
-                    run(f"adain {tag}", lambda: fwd_bwd(genkernels.adain, rnd(2, 24, 9, 11, dtype=dt, cl=cl, grad=True),
-                                                         rnd(2, 24, dtype=dt, grad=True), rnd(2, 24, dtype=dt, grad=True)))
-            if hasattr(genkernels, "vq_nearest"):
-                run(f"vq_nearest [{be} {dt}]", lambda: genkernels.vq_nearest(rnd(37, 16, dtype=dt), rnd(50, 16, dtype=dt)))
-            if hasattr(genkernels, "attention"):
-                for lk in (77, 130):
-                    run(f"attention Lk={lk} [{be} {dt}]", lambda: fwd_bwd(
-                        genkernels.attention, rnd(2, 3, 19, 40, dtype=dt, grad=True), rnd(2, 3, lk, 40, dtype=dt, grad=True),
-                        rnd(2, 3, lk, 40, dtype=dt, grad=True)))
-            if hasattr(genkernels, "ddim_step"):
-                run(f"ddim_step [{be} {dt}]", lambda: genkernels.ddim_step(
-                    rnd(2, 4, 9, 9, dtype=dt), rnd(2, 4, 9, 9, dtype=dt), 0.5, 0.6, eta=0.3, noise=rnd(2, 4, 9, 9, dtype=dt)))
-                run(f"ddim_step cfg [{be} {dt}]", lambda: genkernels.ddim_step(
-                    rnd(2, 4, 9, 9, dtype=dt), rnd(4, 4, 9, 9, dtype=dt), torch.full((2,), 0.5, device=dev),
-                    torch.full((2,), 0.6, device=dev), guidance_scale=7.5))
+            for label, fn in op_calls(dev, dt).items():
+                run(f"{label} [{be} {str(dt)[6:]}]", fn)
 print(f"{len(cuda_errors)} CUDA errors, {len(warns)} warnings")
 for m in cuda_errors + warns:
     print("  ", m)
