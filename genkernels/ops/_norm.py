@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._common import acc_dtype, dense_layout, empty_in_layout, launch, param, to_layout
+from ._common import acc_dtype, dense_layout, direct_call_ok, empty_in_layout, launch, param, to_layout
 
 Tensor = torch.Tensor
 
@@ -159,6 +159,12 @@ def norm_backward_op(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: 
                      num_groups: int, eps: float, silu: bool, one_plus_scale: bool, backend: str
                      ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`backend`: the one the forward ran on ("auto": resolve now)."""
+    return backward_on(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu,
+                       one_plus_scale)
+
+
+def backward_on(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale):
+    """norm_backward_op's implementation (also called directly from eager autograd)."""
     from ..backend import resolve
 
     backend = resolve("norm_backward", x.device, name=backend)
@@ -188,6 +194,8 @@ def autograd_backward(ctx, gy, G, eps, silu, one_plus_scale):
     x, w, b, scale, shift, mean, rstd = ctx.saved_tensors
     if torch.is_grad_enabled():
         grads = differentiable_grads(gy, x, w, b, scale, shift, G, eps, silu, one_plus_scale)
+    elif direct_call_ok(gy, x, mean, rstd, w, b, scale, shift):  # plain eager: skip the dispatcher
+        grads = backward_on(ctx.backend, gy, x, mean, rstd, w, b, scale, shift, G, eps, silu, one_plus_scale)
     else:
         grads = torch.ops.genkernels.norm_backward(gy, x, mean, rstd, w, b, scale, shift, G, eps, silu,
                                                    one_plus_scale, ctx.backend)
