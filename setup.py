@@ -3,6 +3,8 @@
 Environment:
   GENKERNELS_CUDA=1/0       force the CUDA module on (fail without nvcc) or off; default: on when nvcc is found
   GENKERNELS_CUDA_ARCHS     CMake CUDA architectures, default "80;86;89;90"
+  GENKERNELS_CUDA_EMU=1/0   the test-only module genkernels._C_cuemu (CUDA kernels emulated on the CPU);
+                            default: on when nvcc (hence the toolkit headers) is found
   GENKERNELS_BUILD_DIR      CMake binary dir (default build/cmake-<python tag>), reused between builds
   GENKERNELS_JOBS           parallel compile jobs
 """
@@ -60,11 +62,21 @@ class CMakeBuild(build_ext):
         ]
         if cuda:
             cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        cfg.append(f"-DGENKERNELS_CUDA_EMU={'ON' if _want_emu() else 'OFF'}")
         if shutil.which("ninja") or _pip_ninja():
             cfg += ["-G", "Ninja"]
         subprocess.check_call(["cmake", str(ROOT)] + cfg, cwd=build_dir)
         jobs = os.environ.get("GENKERNELS_JOBS", str(os.cpu_count() or 2))
         subprocess.check_call(["cmake", "--build", ".", "--parallel", jobs], cwd=build_dir)
+
+
+def _want_emu():
+    want = os.environ.get("GENKERNELS_CUDA_EMU", "auto").lower()
+    if want in ("0", "off", "false", "no"):
+        return False
+    if want in ("1", "on", "true", "yes") and _find_nvcc() is None:
+        raise RuntimeError("GENKERNELS_CUDA_EMU=1 but the CUDA toolkit (nvcc) was not found")
+    return _find_nvcc() is not None
 
 
 def _pip_ninja():
@@ -80,5 +92,7 @@ def _pip_ninja():
 exts = [CMakeExtension("genkernels._C")]
 if os.environ.get("GENKERNELS_CUDA", "auto").lower() not in ("0", "off", "false", "no") and _find_nvcc():
     exts.append(CMakeExtension("genkernels._C_cuda"))
+if _want_emu():
+    exts.append(CMakeExtension("genkernels._C_cuemu"))
 
 setup(ext_modules=exts, cmdclass={"build_ext": CMakeBuild})

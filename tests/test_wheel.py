@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # builds a wheel: CI runs it, the short GPU check
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     cmd = [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(out)]
-    env = dict(os.environ)
+    env = dict(os.environ, GENKERNELS_CUDA_EMU="0")  # the test-only emulation module stays out of wheels
     if not ISOLATED:
         cmd.append("--no-build-isolation")
     else:

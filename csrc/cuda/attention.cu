@@ -73,7 +73,7 @@ template <class T>
 void run(const AttnArgs& p, cudaStream_t stream) {
   using A = acc_t<T>;
   dim3 grid(unsigned((p.Lq + kRows - 1) / kRows), unsigned(p.B * p.H));
-  attn_fwd_kernel<T, A><<<grid, kRows, 0, stream>>>(static_cast<const T*>(p.q), static_cast<const T*>(p.k),
+  GK_LAUNCH(grid, kRows, 0, stream, attn_fwd_kernel<T, A>)(static_cast<const T*>(p.q), static_cast<const T*>(p.k),
                                                     static_cast<const T*>(p.v), p.mask, static_cast<T*>(p.out),
                                                     static_cast<A*>(p.lse), p);
   check(cudaGetLastError(), "attention_fwd launch");

@@ -197,11 +197,11 @@ void run(const AttnArgs& p, cudaStream_t stream) {
   int nblk = 0;
   if (p.Lq > 0) {
     const int grid = grid_blocks(p.Lq, BH, &nblk);
-    attn_bwd_dq_kernel<T, A><<<grid, kRows, 0, stream>>>(t, p, nblk);
+    GK_LAUNCH(grid, kRows, 0, stream, attn_bwd_dq_kernel<T, A>)(t, p, nblk);
     check(cudaGetLastError(), "attention_bwd dq launch");
   }
   const int grid = grid_blocks(p.Lk, BH, &nblk);
-  attn_bwd_dkdv_kernel<T, A><<<grid, kRows, 0, stream>>>(t, p, nblk);
+  GK_LAUNCH(grid, kRows, 0, stream, attn_bwd_dkdv_kernel<T, A>)(t, p, nblk);
   check(cudaGetLastError(), "attention_bwd dk/dv launch");
 }
 

@@ -4,6 +4,9 @@
 //   - warp and block reductions (deterministic: fixed shuffle/tree order)
 //   - host side: check(), DeviceGuard, sm_count(), as_stream(), is_aligned(), StreamBuffer (scratch)
 #pragma once
+#ifndef __CUDACC__
+#include "cuda_emu/emu.h"  // host-compiler build of the kernels: genkernels._C_cuemu
+#endif
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -16,6 +19,15 @@
 #include <type_traits>
 
 #include "cuda/launch.h"
+
+// GK_LAUNCH(grid, block, smem, stream, kernel)(args...): kernel<<<grid, block, smem, stream>>>(args...)
+// under nvcc, an emulated launch on the CPU threads otherwise (csrc/cuda_emu/emu.h). The kernel comes
+// last because its template arguments contain commas.
+#ifdef __CUDACC__
+#define GK_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#else
+#define GK_LAUNCH(grid, block, smem, stream, ...) ::gk::emu::config(grid, block, smem, stream)(__VA_ARGS__)
+#endif
 
 #ifndef GK_CUDA_ARCHS
 #define GK_CUDA_ARCHS "unknown"

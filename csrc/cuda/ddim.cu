@@ -82,9 +82,9 @@ void launch(const StepArgs& a, cudaStream_t stream) {
   dim3 grid((unsigned)std::min<long long>(std::max<long long>((nvec + per_block - 1) / per_block, 1), 65535),
             (unsigned)std::min<long long>(a.N, 65535));
   if (vec)
-    ddim_step_kernel<T, V><<<grid, kThreads, 0, stream>>>(p);
+    GK_LAUNCH(grid, kThreads, 0, stream, ddim_step_kernel<T, V>)(p);
   else
-    ddim_step_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p);
+    GK_LAUNCH(grid, kThreads, 0, stream, ddim_step_kernel<T, 1>)(p);
 }
 
 }  // namespace

@@ -415,19 +415,19 @@ void launch_pass(const Plan& pl, const Args<T>& p, bool cl, cudaStream_t st) {
   const unsigned grid = unsigned(pl.blocks);
   if (cl) {
     const unsigned threads = unsigned(pl.tx * pl.ty);
-    if (pl.V == VV) cl_kernel<T, VV, MODE><<<grid, threads, 0, st>>>(p);
-    else cl_kernel<T, 1, MODE><<<grid, threads, 0, st>>>(p);
+    if (pl.V == VV) GK_LAUNCH(grid, threads, 0, st, cl_kernel<T, VV, MODE>)(p);
+    else GK_LAUNCH(grid, threads, 0, st, cl_kernel<T, 1, MODE>)(p);
   } else {
-    if (pl.V == VV) cf_kernel<T, VV, MODE><<<grid, kThreads, 0, st>>>(p);
-    else cf_kernel<T, 1, MODE><<<grid, kThreads, 0, st>>>(p);
+    if (pl.V == VV) GK_LAUNCH(grid, kThreads, 0, st, cf_kernel<T, VV, MODE>)(p);
+    else GK_LAUNCH(grid, kThreads, 0, st, cf_kernel<T, 1, MODE>)(p);
   }
 }
 
 template <class T, bool BWD>
 void launch_finalize(const Plan& pl, const Args<T>& p, bool cl, cudaStream_t st) {
   const unsigned grid = unsigned(p.N * p.G);
-  if (cl) finalize_kernel<T, BWD, true><<<grid, pl.fin_threads, 0, st>>>(p, pl.fin_sw);
-  else finalize_kernel<T, BWD, false><<<grid, pl.fin_threads, 0, st>>>(p, pl.fin_sw);
+  if (cl) GK_LAUNCH(grid, pl.fin_threads, 0, st, finalize_kernel<T, BWD, true>)(p, pl.fin_sw);
+  else GK_LAUNCH(grid, pl.fin_threads, 0, st, finalize_kernel<T, BWD, false>)(p, pl.fin_sw);
 }
 
 void check_shape(const NormShape& s, const char* op) {
