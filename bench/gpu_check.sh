@@ -106,7 +106,7 @@ EOF
 
 build() {
   # setup.py drives CMake+ninja; build_ext --inplace needs no network (pip's build isolation would).
-  GENKERNELS_CUDA=1 GENKERNELS_CUDA_ARCHS="$ARCHS" GENKERNELS_JOBS="$(nproc)" \
+  GENKERNELS_CUDA=1 GENKERNELS_CUDA_EMU=0 GENKERNELS_CUDA_ARCHS="$ARCHS" GENKERNELS_JOBS="$(nproc)" \
     GENKERNELS_BUILD_DIR="$REPO/build/gpu-check-sm$ARCHS" \
     "$PY" setup.py -q build_ext --inplace || return 1
   ls -l "$REPO"/genkernels/_C*.so
