@@ -38,11 +38,14 @@ def _ptr(t: Optional[torch.Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+profiler_on = torch._C._autograd._profiler_enabled  # a bare call: hot paths test it before profiled()
+
+
 def profiled(kernel: str):
     """A torch-profiler range ``genkernels::<kernel>`` around a native call while a profiler runs
     (nothing otherwise): the eager fast path skips the dispatcher, so the profiler (and the benchmark's
     launch count) would not see the kernel at all."""
-    if torch._C._autograd._profiler_enabled():
+    if profiler_on():
         return torch.profiler.record_function("genkernels::" + kernel)
     return contextlib.nullcontext()
 

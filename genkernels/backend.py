@@ -94,6 +94,9 @@ def backend_error(name: str, device: torch.device) -> str | None:
 def resolve(op: str, device: torch.device, gpu_order=("cuda", "triton"), name: str | None = None) -> str:
     """The backend that runs `op` on `device`: `name` if given (e.g. the one a forward pass used),
     else the current selection."""
+    if (name is None and _current == "auto" and device.type == "cpu"
+            and _native._modules.get("_C") is not None):  # the common eager case, without the lookups below
+        return "cpu"
     name = current_backend() if name is None or name == "auto" else name
     if name != "auto":
         err = backend_error(name, device)

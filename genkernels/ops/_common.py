@@ -83,15 +83,23 @@ def launch(backend: str, family: str, kernel: str, dtype: torch.dtype, tensors, 
         _native.call(kernel, dtype, tensors, ints, floats)
 
 
+# Bound once: direct_call_ok runs on every eager call, where each attribute lookup shows.
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_modes = torch._C._is_torch_function_mode_enabled
+_functorch_active = torch._C._are_functorch_transforms_active
+_jit_tracing = torch._C._is_tracing
+
+
 def direct_call_ok(*tensors) -> bool:
     """True when a public op may run its implementation without going through the dispatcher (which
     costs ~20-50 us a call, as much as a cache-resident kernel): plain tensors, nothing that needs
     autograd, and no compiler, tracer, vmap or dispatch/function mode watching. Same result either way."""
-    ts = [t for t in tensors if t is not None]
-    if any(type(t) is not torch.Tensor for t in ts):
+    # is_compiling first: under dynamo it is the constant True and nothing after it is traced
+    if _is_compiling() or _dispatch_modes() or _function_modes() or _functorch_active() or _jit_tracing():
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
-        return False
-    return not (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
-                or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
-                or torch.jit.is_tracing())
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+            return False
+    return True
