@@ -34,10 +34,6 @@ def load_error(name: str) -> Optional[str]:
     return _errors.get(name)
 
 
-def _ptr(t: Optional[torch.Tensor]) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
 profiler_on = torch._C._autograd._profiler_enabled  # a bare call: hot paths test it before profiled()
 
 
@@ -55,11 +51,14 @@ def call(kernel: str, dtype: torch.dtype, tensors: Sequence[Optional[torch.Tenso
     """Runs native `kernel` on the device of the first tensor (CPU: torch's thread count;
     CUDA: torch's current stream on that device)."""
     dev = tensors[0].device
-    ptrs = [_ptr(t) for t in tensors]
+    ptrs = [0 if t is None else t.data_ptr() for t in tensors]
     code = DTYPE_CODES[dtype]
-    with profiled(kernel):
-        if dev.type == "cpu":
-            getattr(load("_C"), kernel)(code, ptrs, list(ints), list(floats), torch.get_num_threads())
-        else:
-            stream = torch.cuda.current_stream(dev).cuda_stream
-            getattr(load("_C_cuda"), kernel)(code, ptrs, list(ints), list(floats), dev.index, stream)
+    if dev.type == "cpu":
+        fn, ctx = getattr(load("_C"), kernel), (torch.get_num_threads(),)
+    else:
+        fn, ctx = getattr(load("_C_cuda"), kernel), (dev.index, torch.cuda.current_stream(dev).cuda_stream)
+    if profiler_on():
+        with profiled(kernel):
+            fn(code, ptrs, ints, floats, *ctx)
+    else:  # (no context manager: a few us on calls that are mostly overhead)
+        fn(code, ptrs, ints, floats, *ctx)

@@ -5,6 +5,8 @@ from typing import Optional
 
 import torch
 
+from .. import _native
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -57,16 +59,11 @@ def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return t.contiguous()
 
 
-def empty_in_layout(shape, dtype, device, channels_last: bool) -> torch.Tensor:
-    if channels_last:
-        perm = [0] + list(range(2, len(shape))) + [1]
-        return torch.empty([shape[i] for i in perm], dtype=dtype, device=device).movedim(-1, 1)
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
 def param(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     """A parameter as the kernels read it: contiguous, in the accumulation dtype."""
-    return None if t is None else t.to(dtype).contiguous()
+    if t is None or (t.dtype == dtype and t.is_contiguous()):  # (the common case, without two calls)
+        return t
+    return t.to(dtype).contiguous()
 
 
 def launch(backend: str, family: str, kernel: str, dtype: torch.dtype, tensors, ints, floats=()) -> None:
@@ -78,8 +75,6 @@ def launch(backend: str, family: str, kernel: str, dtype: torch.dtype, tensors, 
         mod = importlib.import_module(f"genkernels.triton.{family}")
         getattr(mod, kernel)(*tensors, *ints, *floats)
     else:
-        from .. import _native
-
         _native.call(kernel, dtype, tensors, ints, floats)
 
 

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._common import acc_dtype, dense_layout, direct_call_ok, empty_in_layout, launch, param, to_layout
+from ._common import acc_dtype, dense_layout, direct_call_ok, launch, param, to_layout
 
 Tensor = torch.Tensor
 
@@ -109,9 +109,9 @@ def norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale):
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
     xd, cl = dense_layout(x)
-    y = empty_in_layout(x.shape, x.dtype, x.device, cl)
-    mean = torch.empty((N, G), dtype=acc, device=x.device)
-    rstd = torch.empty((N, G), dtype=acc, device=x.device)
+    y = torch.empty_like(xd)  # dense: the same strides, so y[i] sits where the kernel reads x[i]
+    mean = xd.new_empty((N, G), dtype=acc)
+    rstd = xd.new_empty((N, G), dtype=acc)
     HW = math.prod(x.shape[2:])
     if y.numel() == 0:
         return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
@@ -129,7 +129,7 @@ def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, 
     N, C = x.shape[:2]
     xd, cl = dense_layout(x)
     dyd = to_layout(dy.to(x.dtype), cl)
-    dx = empty_in_layout(x.shape, x.dtype, x.device, cl)
+    dx = torch.empty_like(xd)
     sdz = torch.zeros((N, C), dtype=acc, device=x.device)
     sdzx = torch.zeros((N, C), dtype=acc, device=x.device)
     if dx.numel():

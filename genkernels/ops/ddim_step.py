@@ -188,18 +188,7 @@ def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta,
             1 if at_t is not None and at_t.numel() > 1 else 0, 1 if ap_t is not None and ap_t.numel() > 1 else 0]
     floats = [0.0 if at_t is not None else alpha_t, 0.0 if ap_t is not None else alpha_prev, eta,
               0.0 if guidance_scale is None else guidance_scale, 0.0 if clip_range is None else clip_range]
-    if backend == "cpu":  # launch() without its generic layers: this op is mostly call overhead when small
-        ptrs = [x.data_ptr(), m.data_ptr(), 0 if z is None else z.data_ptr(),
-                0 if at_t is None else at_t.data_ptr(), 0 if ap_t is None else ap_t.data_ptr(),
-                prev.data_ptr(), x0.data_ptr()]
-        kernel = _native.load("_C").ddim_step
-        if _native.profiler_on():
-            with _native.profiled("ddim_step"):
-                kernel(_native.DTYPE_CODES[x.dtype], ptrs, ints, floats, torch.get_num_threads())
-        else:
-            kernel(_native.DTYPE_CODES[x.dtype], ptrs, ints, floats, torch.get_num_threads())
-    else:
-        launch(backend, "ddim", "ddim_step", x.dtype, [x, m, z, at_t, ap_t, prev, x0], ints, floats)
+    launch(backend, "ddim", "ddim_step", x.dtype, [x, m, z, at_t, ap_t, prev, x0], ints, floats)
     return prev, x0
 
 
