@@ -72,14 +72,16 @@ def test_backward_matches_reference(backend, dtype, channels_last):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_gradcheck_and_double_backward(backend):
-    """Double backward works (StyleGAN's path-length regularisation differentiates through adain)."""
+@pytest.mark.parametrize("via_op", [False, True], ids=["eager", "registered_op"])
+def test_gradcheck_and_double_backward(backend, via_op):
+    """Double backward works (StyleGAN's path-length regularisation differentiates through adain), on
+    both autograd paths: eager calls and the registered op (compiled / traced code)."""
     x, s, b = make((2, 3, 3, 2), torch.float64)
     leaves = [x.requires_grad_(), s.requires_grad_(), b.requires_grad_()]
 
     def f(*a):
         with genkernels.use_backend(backend):
-            return genkernels.adain(*a)
+            return torch.ops.genkernels.adain(*a, 1e-5)[0] if via_op else genkernels.adain(*a)
 
     fast = backend == "triton" and DEVICE.type == "cpu"  # the interpreter is slow
     assert torch.autograd.gradcheck(f, leaves, fast_mode=fast)

@@ -129,13 +129,18 @@ def test_backward_matches_reference(backend, dtype, channels_last):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_gradcheck(backend):
+@pytest.mark.parametrize("via_op", [False, True], ids=["eager", "registered_op"])
+def test_gradcheck(backend, via_op):
+    """Both autograd paths: eager calls (an autograd.Function around the implementation) and the
+    registered op's autograd (what compiled and traced code runs)."""
     shape = (2, 6, 3, 4) if backend != "triton" else (1, 4, 2, 3)
     x, p = make(shape, torch.float64, mean=2.0)
     leaves = [x.requires_grad_()] + [v.double().requires_grad_() for v in p.values()]
 
     def f(x, w, b, s, h):
         with genkernels.use_backend(backend):
+            if via_op:
+                return torch.ops.genkernels.group_norm_silu(x, 2, w, b, 1e-5, s, h, True)[0]
             return genkernels.group_norm_silu(x, 2, w, b, scale=s, shift=h)
 
     assert torch.autograd.gradcheck(f, leaves, fast_mode=backend == "triton")
@@ -338,3 +343,17 @@ def test_backward_runs_on_the_forward_backend(backend, monkeypatch):
         y = genkernels.group_norm_silu(x, 2)
     y.sum().backward()
     assert seen == [backend]
+
+
+def test_eager_autograd_skips_the_dispatcher_and_compiled_code_uses_the_op():
+    """Plain eager calls that need a gradient record the lightweight autograd.Function; under
+    torch.compile (fullgraph) the registered op and its autograd run instead."""
+    x = torch.randn(1, 4, 2, 3, device=DEVICE, requires_grad=True)
+    assert type(genkernels.group_norm_silu(x, 2).grad_fn).__name__ == "_EagerNormBackward"
+    assert type(genkernels.adain(x, torch.ones(1, 4, device=DEVICE), torch.zeros(1, 4, device=DEVICE)).grad_fn).__name__ == "_EagerNormBackward"
+    f = torch.compile(lambda t: genkernels.group_norm_silu(t, 2), fullgraph=True, backend="aot_eager")
+    y = f(x)
+    assert type(y.grad_fn).__name__ != "_EagerNormBackward"
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    (want,) = torch.autograd.grad(genkernels.group_norm_silu(x, 2).sum(), x)
+    torch.testing.assert_close(gx, want)

@@ -86,15 +86,29 @@ _functorch_active = torch._C._are_functorch_transforms_active
 _jit_tracing = torch._C._is_tracing
 
 
-def direct_call_ok(*tensors) -> bool:
+def plain_eager(*tensors) -> bool:
     """True when a public op may run its implementation without going through the dispatcher (which
-    costs ~20-50 us a call, as much as a cache-resident kernel): plain tensors, nothing that needs
-    autograd, and no compiler, tracer, vmap or dispatch/function mode watching. Same result either way."""
+    costs ~20-50 us a call, as much as a cache-resident kernel): plain tensors, and no compiler,
+    tracer, vmap or dispatch/function mode watching. Same result either way."""
     # is_compiling first: under dynamo it is the constant True and nothing after it is traced
     if _is_compiling() or _dispatch_modes() or _function_modes() or _functorch_active() or _jit_tracing():
         return False
-    grad = torch.is_grad_enabled()
     for t in tensors:
-        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+        if t is not None and type(t) is not torch.Tensor:
             return False
     return True
+
+
+def needs_grad(*tensors) -> bool:
+    """True when autograd records a call on these tensors."""
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if t is not None and t.requires_grad:
+            return True
+    return False
+
+
+def direct_call_ok(*tensors) -> bool:
+    """plain_eager and nothing that needs autograd: the implementation may run as a plain function."""
+    return plain_eager(*tensors) and not needs_grad(*tensors)

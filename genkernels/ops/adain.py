@@ -13,7 +13,7 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import check_param, check_tensor, direct_call_ok
+from ._common import check_param, check_tensor, plain_eager
 
 Tensor = torch.Tensor
 OP = "adain"
@@ -67,9 +67,8 @@ def adain(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5)
     (kept); style_scale, style_bias: [N, C]. Statistics in float32 (float64 for float64 input).
     """
     check_args(x, style_scale, style_bias)
-    if direct_call_ok(x, style_scale, style_bias):
-        return _norm.norm_forward(resolve(OP, x.device), x, x.shape[1], None, None, style_scale, style_bias,
-                                  float(eps), False, False)[0]
+    if plain_eager(x, style_scale, style_bias):
+        return _norm.eager_forward(OP, x, x.shape[1], None, None, style_scale, style_bias, float(eps), False, False)
     return adain_op(x, style_scale, style_bias, float(eps))[0]
 
 

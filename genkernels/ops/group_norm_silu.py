@@ -16,7 +16,7 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import check_param, check_tensor, direct_call_ok
+from ._common import check_param, check_tensor, plain_eager
 
 Tensor = torch.Tensor
 OP = "group_norm_silu"
@@ -80,9 +80,8 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     Statistics are computed in float32 (float64 for float64 input), exactly for inputs with a large mean.
     """
     check_args(x, num_groups, weight, bias, scale, shift, act)
-    if direct_call_ok(x, weight, bias, scale, shift):
-        return _norm.norm_forward(resolve(OP, x.device), x, num_groups, weight, bias, scale, shift, float(eps),
-                                  act == "silu", True)[0]
+    if plain_eager(x, weight, bias, scale, shift):
+        return _norm.eager_forward(OP, x, num_groups, weight, bias, scale, shift, float(eps), act == "silu", True)
     return group_norm_silu_op(x, num_groups, weight, bias, float(eps), scale, shift, act == "silu")[0]
 
 
