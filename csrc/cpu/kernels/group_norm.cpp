@@ -203,11 +203,11 @@ void apply_scalar(const T* __restrict x, T* __restrict y, std::int64_t i0, std::
   for (std::int64_t j = i0; j < i1; ++j) y[j] = from_acc<T>(act<SILU>((to_acc(x[j]) - m) * a + bb));
 }
 
-template <bool SILU, class T, class A>
+template <bool SILU, bool PREFETCH = true, class T, class A>
 void apply_row(const T* __restrict x, T* __restrict y, std::int64_t pf, std::int64_t n, A m, A a, A bb) {
   lanes<false>(y, n, [&](std::int64_t j0, std::int64_t j1) { apply_scalar<SILU>(x, y, j0, j1, m, a, bb); },
       [&](auto i) {
-        prefetch_l2(x + pf + i);
+        if (PREFETCH) prefetch_l2(x + pf + i);
         store_v16(y + i, act<SILU>((load_v16(x + i) - m) * a + bb));
       });
 }
@@ -347,6 +347,47 @@ void fwd_cf(const NormFwdArgs& p, int threads) {
 // the row's first element, so nothing large cancels).
 constexpr std::int64_t kRowBatch = 64;
 
+#if defined(GK_V16)
+// out[i] = the sum of the lanes of v[i], for 16 vectors at once: three rounds of shuffles and adds
+// that pair up rows (45 instructions for 16 rows, where a reduction per row is ~8 dependent steps).
+static inline v16f hsum_16_rows(const v16f* v) {
+  v16f t[8], u[4], w[2];
+  for (int i = 0; i < 8; ++i)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] of rows a, b
+    t[i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]) + _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+  for (int i = 0; i < 4; ++i)  // per 128-bit lane: that lane's sums of rows 4i .. 4i+3
+    u[i] = _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44) + _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE);
+  for (int i = 0; i < 2; ++i)  // adjacent 128-bit lanes added
+    w[i] = _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0x88) + _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], 0xDD);
+  return _mm512_shuffle_f32x4(w[0], w[1], 0x88) + _mm512_shuffle_f32x4(w[0], w[1], 0xDD);
+}
+
+// row_sums of the rows [0, nr) of HW (a multiple of 16) elements each, 16 rows at a time; returns
+// how many rows it did (a whole number of 16s: the caller finishes the rest).
+template <class T>
+std::int64_t sums_by_16_rows(const T* x, std::int64_t HW, std::int64_t nr, float* K, float* s1, float* s2) {
+  std::int64_t g = 0;
+  for (; g + 16 <= nr; g += 16) {
+    v16f p1[16], p2[16];
+    for (int i = 0; i < 16; ++i) {
+      const T* row = x + (g + i) * HW;
+      K[g + i] = to_acc(row[0]);
+      const v16f k = splat_v16(K[g + i]);
+      v16f a = splat_v16(0), b = a;
+      for (std::int64_t j = 0; j < HW; j += 16) {
+        const v16f d = load_v16(row + j) - k;
+        a += d;
+        b += d * d;
+      }
+      p1[i] = a;
+      p2[i] = b;
+    }
+    _mm512_storeu_ps(s1 + g, hsum_16_rows(p1));
+    _mm512_storeu_ps(s2 + g, hsum_16_rows(p2));
+  }
+  return g;
+}
+#endif
+
 template <bool SILU, class T>
 void fwd_small_rows(const NormFwdArgs& p, int threads) {
   using A = acc_t<T>;
@@ -360,8 +401,13 @@ void fwd_small_rows(const NormFwdArgs& p, int threads) {
   parallel_for((batches + per_task - 1) / per_task, threads, [&](std::int64_t t) {
     for (std::int64_t bt = t * per_task; bt < std::min(batches, (t + 1) * per_task); ++bt) {
       const std::int64_t r0 = bt * kRowBatch, nr = std::min(kRowBatch, rows - r0);
-      A K[kRowBatch], s1[kRowBatch], s2[kRowBatch];
-      for (std::int64_t r = 0; r < nr; ++r) {
+      alignas(64) A K[kRowBatch], s1[kRowBatch], s2[kRowBatch];
+      std::int64_t r = 0;
+#if defined(GK_V16)
+      if constexpr (vec16<T>())
+        if (HW % 16 == 0) r = sums_by_16_rows(x + r0 * HW, HW, nr, K, s1, s2);
+#endif
+      for (; r < nr; ++r) {
         K[r] = to_acc(x[(r0 + r) * HW]);
         row_sums(x + (r0 + r) * HW, HW, K[r], &s1[r], &s2[r]);
       }
@@ -373,11 +419,11 @@ void fwd_small_rows(const NormFwdArgs& p, int threads) {
         mr[r] = K[r] + d;
         rr[r] = A(1) / std::sqrt(std::max(A(0), s2[r] - s1[r] * d) * inv_n + eps);
       }
-      for (std::int64_t r = 0; r < nr; ++r) {
+      for (std::int64_t r = 0, c = r0 % s.C; r < nr; ++r, c = c + 1 == s.C ? 0 : c + 1) {
         const std::int64_t nc = r0 + r;
         A a, bb;
-        v.affine(nc, nc % s.C, rr[r], a, bb);
-        apply_row<SILU>(x + nc * HW, v.y + nc * HW, 0, HW, mr[r], a, bb);
+        v.affine(nc, c, rr[r], a, bb);
+        apply_row<SILU, false>(x + nc * HW, v.y + nc * HW, 0, HW, mr[r], a, bb);
       }
     }
   });
