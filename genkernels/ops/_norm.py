@@ -143,13 +143,16 @@ def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, 
 
 
 def param_grads(sdz, sdzx, w, b, scale, one_plus_scale):
-    """dw, db, dscale, dshift from the kernels' per-(n, c) sums of dz and dz*xhat (tiny [N, C] math)."""
+    """dw, db, dscale, dshift from the kernels' per-(n, c) sums of dz and dz*xhat (tiny [N, C] math;
+    only what the arguments need: on small maps these few ops are a visible part of a backward).
+    dw / db of an absent weight / bias are zeros (the registered op returns all five)."""
     acc = sdz.dtype
-    s = 1.0 if scale is None else (1 + scale.to(acc) if one_plus_scale else scale.to(acc))
-    dw = (sdzx * s).sum(0)
-    db = (sdz * s).sum(0)
-    # d z / d s = xhat*w + b
-    dscale = sdzx * (1.0 if w is None else w.to(acc)) + (0.0 if b is None else sdz * b.to(acc))
+    s = None if scale is None else (1 + scale.to(acc) if one_plus_scale else scale.to(acc))
+    dw = (sdzx if s is None else sdzx * s).sum(0) if w is not None else sdz.new_zeros(sdz.shape[1])
+    db = (sdz if s is None else sdz * s).sum(0) if b is not None else sdz.new_zeros(sdz.shape[1])
+    dscale = sdzx if w is None else sdzx * w.to(acc)  # d z / d s = xhat*w + b
+    if b is not None:
+        dscale = dscale + sdz * b.to(acc)
     return dw, db, dscale, sdz
 
 
