@@ -4,7 +4,10 @@
     s = 1 + scale (group_norm_silu's FiLM) or scale (adain's style scale); 1 without scale.
 
 ``norm_forward``/``norm_backward`` run one backend and return plain tensors; the public ops wrap them
-in ``torch.library`` registrations with autograd. Kernels: csrc/cpu/kernels/group_norm.cpp,
+in ``torch.library`` registrations with autograd (what compiled, traced and vmapped code runs). Plain
+eager calls skip those layers (``eager_forward``: the implementation directly, or under the small
+``_EagerNorm`` autograd.Function when a gradient is needed): same formulas, a fraction of the call
+overhead, which on small maps costs more than the kernels. Kernels: csrc/cpu/kernels/group_norm.cpp,
 csrc/cuda/group_norm.cu, genkernels/triton/group_norm.py (argument order: csrc/common/norm_args.h).
 """
 from __future__ import annotations
