@@ -48,8 +48,11 @@ def test_forward_matches_reference(backend, dtype, channels_last):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(2, 4, 8, 8), (3, 7, 4, 4)], ids=str)
-def test_large_mean(backend, shape):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_large_mean(backend, shape, channels_last):
     x, s, b = make(shape, torch.float32, mean=1000.0)
+    if channels_last:
+        x = cl(x)
     with genkernels.use_backend(backend):
         y = genkernels.adain(x, s, b)
     assert_close(y, genkernels.adain_reference(x.double(), s.double(), b.double()), torch.float32, scale=10)

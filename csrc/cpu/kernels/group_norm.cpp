@@ -49,6 +49,22 @@ void group_stats(const A* K, const A* s1, const A* s2, std::int64_t Cg, std::int
   *rstd_out = A(1.0 / std::sqrt(var + eps));
 }
 
+// Instance norm (one channel per group): the statistics of n channels from their shifted sums in one
+// loop the compiler vectorises, in the accumulation type (the sums are shifted by the channel's first
+// element, so nothing large cancels). group_stats' chain of double divides and a square root per
+// channel costs more than a small map's channel.
+template <class A>
+void instance_stats(const A* K, const A* s1, const A* s2, std::int64_t n, std::int64_t cnt, double eps,
+                    A* __restrict mean, A* __restrict rstd) {
+  const A inv_n = A(1) / A(cnt), e = A(eps);
+#pragma omp simd
+  for (std::int64_t r = 0; r < n; ++r) {
+    const A d = s1[r] * inv_n;
+    mean[r] = K[r] + d;
+    rstd[r] = A(1) / std::sqrt(std::max(A(0), s2[r] - s1[r] * d) * inv_n + e);
+  }
+}
+
 // Per-(n, c) coefficients of the forward: z = (x - m) * a + bb. Subtracting the mean first keeps
 // inputs with a large mean (or a zero-variance group, where rstd = 1/sqrt(eps)) exact: folding it
 // into bb would cancel two large terms.
@@ -397,7 +413,6 @@ void fwd_small_rows(const NormFwdArgs& p, int threads) {
   const std::int64_t HW = s.HW, rows = s.N * s.C;
   const std::int64_t batches = (rows + kRowBatch - 1) / kRowBatch;
   const std::int64_t per_task = std::max<std::int64_t>(1, groups_per_task(HW) / kRowBatch);
-  const A inv_n = A(1) / A(HW), eps = A(p.eps);
   parallel_for((batches + per_task - 1) / per_task, threads, [&](std::int64_t t) {
     for (std::int64_t bt = t * per_task; bt < std::min(batches, (t + 1) * per_task); ++bt) {
       const std::int64_t r0 = bt * kRowBatch, nr = std::min(kRowBatch, rows - r0);
@@ -413,12 +428,7 @@ void fwd_small_rows(const NormFwdArgs& p, int threads) {
       }
       A* mr = v.mean + r0;
       A* rr = v.rstd + r0;
-#pragma omp simd
-      for (std::int64_t r = 0; r < nr; ++r) {
-        const A d = s1[r] * inv_n;
-        mr[r] = K[r] + d;
-        rr[r] = A(1) / std::sqrt(std::max(A(0), s2[r] - s1[r] * d) * inv_n + eps);
-      }
+      instance_stats(K, s1, s2, nr, HW, p.eps, mr, rr);
       for (std::int64_t r = 0, c = r0 % s.C; r < nr; ++r, c = c + 1 == s.C ? 0 : c + 1) {
         const std::int64_t nc = r0 + r;
         A a, bb;
@@ -564,9 +574,13 @@ void fwd_cl(const NormFwdArgs& p, int threads) {
         const A* pp = part.data() + (n * ch.count + k) * C * 2;
         for (std::int64_t c = 0; c < C; ++c) { s1[c] += pp[c]; s2[c] += pp[C + c]; }
       }
-      for (std::int64_t g = 0; g < s.G; ++g)
-        group_stats(K.data() + g * Cg, s1.data() + g * Cg, s2.data() + g * Cg, Cg, HW, p.eps,
-                    &mean[n * s.G + g], &rstd[n * s.G + g]);
+      if (Cg == 1) {
+        instance_stats(K.data(), s1.data(), s2.data(), C, HW, p.eps, mean + n * C, rstd + n * C);
+      } else {
+        for (std::int64_t g = 0; g < s.G; ++g)
+          group_stats(K.data() + g * Cg, s1.data() + g * Cg, s2.data() + g * Cg, Cg, HW, p.eps,
+                      &mean[n * s.G + g], &rstd[n * s.G + g]);
+      }
     }
     Coeffs<A> k = make_coeffs<A>(s, mean, rstd, static_cast<const A*>(p.w), static_cast<const A*>(p.b),
                                  static_cast<const A*>(p.scale), static_cast<const A*>(p.shift));
