@@ -6,7 +6,6 @@ tensors into that call; everything torch (checks, allocation, streams) stays on 
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 from typing import Optional, Sequence
 
@@ -34,16 +33,7 @@ def load_error(name: str) -> Optional[str]:
     return _errors.get(name)
 
 
-profiler_on = torch._C._autograd._profiler_enabled  # a bare call: hot paths test it before profiled()
-
-
-def profiled(kernel: str):
-    """A torch-profiler range ``genkernels::<kernel>`` around a native call while a profiler runs
-    (nothing otherwise): the eager fast path skips the dispatcher, so the profiler (and the benchmark's
-    launch count) would not see the kernel at all."""
-    if profiler_on():
-        return torch.profiler.record_function("genkernels::" + kernel)
-    return contextlib.nullcontext()
+profiler_on = torch._C._autograd._profiler_enabled
 
 
 def call(kernel: str, dtype: torch.dtype, tensors: Sequence[Optional[torch.Tensor]],
@@ -58,7 +48,9 @@ def call(kernel: str, dtype: torch.dtype, tensors: Sequence[Optional[torch.Tenso
     else:
         fn, ctx = getattr(load("_C_cuda"), kernel), (dev.index, torch.cuda.current_stream(dev).cuda_stream)
     if profiler_on():
-        with profiled(kernel):
+        # a range `genkernels::<kernel>`: the eager fast path skips the dispatcher, so the profiler
+        # (and the benchmark's launch count) would not see the kernel otherwise
+        with torch.profiler.record_function("genkernels::" + kernel):
             fn(code, ptrs, ints, floats, *ctx)
     else:  # (no context manager: a few us on calls that are mostly overhead)
         fn(code, ptrs, ints, floats, *ctx)

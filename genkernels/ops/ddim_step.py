@@ -179,9 +179,8 @@ def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta,
     m = to_layout(model_output, cl)
     z = None if noise is None else to_layout(noise, cl)
     # a tensor alpha is read by the kernel (dtype code, per-sample flag); a float travels as a scalar
-    at_t, ap_t = isinstance(alpha_t, Tensor), isinstance(alpha_prev, Tensor)
-    at_t = alpha_t.contiguous() if at_t else None
-    ap_t = alpha_prev.contiguous() if ap_t else None
+    at_t = alpha_t.contiguous() if isinstance(alpha_t, Tensor) else None
+    ap_t = alpha_prev.contiguous() if isinstance(alpha_prev, Tensor) else None
     ints = [N, x.numel() // N, kind, pred, 0 if clip_range is None else 1, 1 if use_clipped else 0,
             0 if guidance_scale is None else 1,
             -1 if at_t is None else _DTYPE_CODES[at_t.dtype], -1 if ap_t is None else _DTYPE_CODES[ap_t.dtype],
