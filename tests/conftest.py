@@ -42,6 +42,16 @@ def assert_close(actual, expected, dtype, scale=1.0, what=""):
                                msg=lambda m: f"{what}: {m}")
 
 
+def pytest_collection_modifyitems(config, items):
+    """`long` tests (training to quality, minutes each) run only on demand: GENKERNELS_LONG=1."""
+    if os.environ.get("GENKERNELS_LONG") == "1":
+        return
+    skip = pytest.mark.skip(reason="long: set GENKERNELS_LONG=1 to run")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _restore_backend():
     prev = _backend.current_backend()
