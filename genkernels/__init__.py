@@ -2,7 +2,7 @@
 
 ``genkernels.diffusers.AttnProcessor`` (imported on demand, needs diffusers) runs diffusers'
 ``Attention`` modules through ``genkernels.attention``."""
-from .backend import BACKENDS, available_backends, current_backend, use_backend
+from .backend import BACKENDS, available_backends, current_backend, set_backend, use_backend
 from .ops import (adain, adain_reference, attention, attention_reference, ddim_step, ddim_step_reference,
                   ddpm_step, ddpm_step_reference, group_norm_silu, group_norm_silu_reference, vq_nearest,
                   vq_nearest_reference)
@@ -10,7 +10,7 @@ from .ops import (adain, adain_reference, attention, attention_reference, ddim_s
 from . import nn  # noqa: E402  (drop-in modules; imports the ops)
 
 __version__ = "0.1.0"
-__all__ = ["BACKENDS", "available_backends", "current_backend", "use_backend", "adain", "adain_reference",
+__all__ = ["BACKENDS", "available_backends", "current_backend", "set_backend", "use_backend", "adain", "adain_reference",
            "attention", "attention_reference",
            "ddim_step", "ddim_step_reference", "ddpm_step", "ddpm_step_reference",
            "group_norm_silu", "group_norm_silu_reference", "vq_nearest", "vq_nearest_reference", "__version__"]

@@ -1,9 +1,14 @@
 """Which implementation runs: ``auto`` (default), ``reference``, ``cpu``, ``triton`` or ``cuda``.
 
-    genkernels.use_backend("triton")          # from now on
-    with genkernels.use_backend("reference"):  # or only inside the block
+    genkernels.set_backend("triton")           # process-wide, from now on
+    with genkernels.use_backend("reference"):  # this thread (context) only, inside the block
         ...
-    GENKERNELS_BACKEND=cuda python train.py    # or from the environment
+    GENKERNELS_BACKEND=cuda python train.py    # process-wide, from the environment
+
+``use_backend`` is a ``contextvars`` setting: threads (and asyncio tasks) each see their own, so two
+threads in overlapping blocks never change each other's backend; outside any block a thread sees
+the process-wide one. Called as a plain statement, ``use_backend(name)`` selects the backend for the
+rest of the current thread. Autograd's backward runs on the backend its forward used.
 
 ``auto`` takes ``cpu`` for CPU tensors and, for CUDA tensors, the op's preferred GPU backend that is
 installed; when none is, it falls back to ``reference`` with one warning. A forced backend that
@@ -11,6 +16,7 @@ cannot run the given tensors is an error, never a silent fallback.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import warnings
 from typing import List
@@ -21,34 +27,49 @@ from . import _native
 
 BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
 
-# Process-wide, not thread-local: autograd runs CUDA backward passes on its own threads.
-_current = os.environ.get("GENKERNELS_BACKEND", "auto").strip().lower() or "auto"
-if _current not in BACKENDS:
-    raise ValueError(f"GENKERNELS_BACKEND={_current!r}: expected one of {BACKENDS}")
+_process = os.environ.get("GENKERNELS_BACKEND", "auto").strip().lower() or "auto"
+if _process not in BACKENDS:
+    raise ValueError(f"GENKERNELS_BACKEND={_process!r}: expected one of {BACKENDS}")
+_local: contextvars.ContextVar = contextvars.ContextVar("genkernels_backend", default=None)  # None: _process
 _warned: set = set()
 
 
+def _checked(fn: str, name) -> str:
+    name = str(name).lower()
+    if name not in BACKENDS:
+        raise ValueError(f"{fn}: unknown backend {name!r}; expected one of {BACKENDS}")
+    return name
+
+
 def current_backend() -> str:
-    return _current
+    """The backend selected in this thread (context), else the process-wide one."""
+    name = _local.get()
+    return _process if name is None else name
+
+
+def set_backend(name: str) -> None:
+    """Selects the process-wide backend (what threads see outside a use_backend block)."""
+    global _process
+    _process = _checked("set_backend", name)
 
 
 class use_backend:
-    """Selects the backend now; used as a context manager, restores the previous one on exit."""
+    """Selects the backend for this thread (context) now; as a context manager, restores the previous
+    selection on exit. Other threads are not affected (see the module docstring)."""
 
     def __init__(self, name: str):
-        name = str(name).lower()
-        if name not in BACKENDS:
-            raise ValueError(f"use_backend: unknown backend {name!r}; expected one of {BACKENDS}")
-        global _current
-        self._prev = _current
-        self.name = _current = name
+        self.name = _checked("use_backend", name)
+        self._prev = _local.get()
+        self._token = _local.set(self.name)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        global _current
-        _current = self._prev
+        try:
+            _local.reset(self._token)
+        except ValueError:  # exited in another context than it was entered in
+            _local.set(self._prev)
         return False
 
     def __repr__(self):
@@ -94,7 +115,7 @@ def backend_error(name: str, device: torch.device) -> str | None:
 def resolve(op: str, device: torch.device, gpu_order=("cuda", "triton"), name: str | None = None) -> str:
     """The backend that runs `op` on `device`: `name` if given (e.g. the one a forward pass used),
     else the current selection."""
-    if (name is None and _current == "auto" and device.type == "cpu"
+    if (name is None and device.type == "cpu" and current_backend() == "auto"
             and _native._modules.get("_C") is not None):  # the common eager case, without the lookups below
         return "cpu"
     name = current_backend() if name is None or name == "auto" else name

@@ -54,9 +54,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _restore_backend():
-    prev = _backend.current_backend()
+    process, local = _backend._process, _backend._local.get()
     yield
-    _backend.use_backend(prev)
+    _backend.set_backend(process)
+    _backend._local.set(local)
 
 
 def same_layout(a, b):
