@@ -124,45 +124,85 @@ constexpr std::int64_t kBlock = 512;  // float partial sums per block, then accu
 constexpr std::int64_t kSmallRow = 256;  // instance-norm rows up to this long take fwd_small_rows
 
 // ---------------------------------------------------------------- channels-first rows
-// Shifted sums of one contiguous row of n elements around K. Memory-bound: the vector loop keeps two
-// accumulators per sum so that the add latency does not limit it.
+// Running (count, mean, M2) of a stream of blocks, merged with Chan's formula in double: exact enough
+// whatever the data's mean, spread or outliers (a block's own statistics are taken around its own
+// mean, so nothing large cancels).
+struct Welford {
+  double n = 0, mean = 0, m2 = 0;
+  // A block of nb elements with shifted sums b1 = sum(x - k), b2 = sum((x - k)^2) around its mean estimate k.
+  void add_shifted(double nb, double k, double b1, double b2) {
+    const double d = b1 / nb, mb = k + d, m2b = std::max(0.0, b2 - b1 * d);
+    add(nb, mb, m2b);
+  }
+  void add(double nb, double mb, double m2b) {
+    const double tot = n + nb, delta = mb - mean;
+    mean += delta * (nb / tot);
+    m2 += m2b + delta * delta * (n * nb / tot);
+    n = tot;
+  }
+  // As shifted sums (K, s1, s2) around K = the mean rounded to A: the form group_stats and
+  // instance_stats take (sum (x-K)^2 = M2 + n (mean-K)^2).
+  template <class A> void shifted(A* K, A* s1, A* s2) const {
+    *K = A(mean);
+    const double r = mean - double(*K);
+    *s1 = A(n * r);
+    *s2 = A(m2 + n * r * r);
+  }
+};
+
+// Statistics of one contiguous row of n elements as shifted sums (K, s1, s2) around its mean.
+// Blocks of kBlock elements (L1-resident) are read twice: their sum gives the block's mean k, then
+// the sums of (x - k) and (x - k)^2 in the accumulation type; blocks merge in double (Welford).
+// Memory-bound: the vector loops keep two accumulators per sum so that the add latency does not limit them.
 template <class T, class A>
-void row_sums(const T* x, std::int64_t n, A K, A* s1_out, A* s2_out) {
-  double s1 = 0, s2 = 0;
+void row_sums(const T* x, std::int64_t n, A* K_out, A* s1_out, A* s2_out) {
+  Welford w;
   for (std::int64_t i0 = 0; i0 < n; i0 += kBlock) {
     const std::int64_t i1 = std::min(n, i0 + kBlock);
+    A b0 = 0, b1 = 0, b2 = 0;
     std::int64_t i = i0;
-    A b1 = 0, b2 = 0;
+#if defined(GK_V16)
+    if constexpr (vec16<T>()) {
+      v16f p0 = splat_v16(0), q0 = p0;
+      for (; i + 32 <= i1; i += 32) { p0 += load_v16(x + i); q0 += load_v16(x + i + 16); }
+      if (i + 16 <= i1) { p0 += load_v16(x + i); i += 16; }
+      b0 = sum_v16(p0 + q0);
+    }
+#endif
+    const std::int64_t iv = i;  // where the vector loops stopped
+    if (i < i1 || n > kSmallRow) {  // (skipped when empty: a serial lane chain that short rows notice)
+#pragma omp simd reduction(+ : b0)
+      for (std::int64_t j = i; j < i1; ++j) b0 += to_acc(x[j]);
+    }
+    const A k = b0 / A(i1 - i0);
+    i = i0;
 #if defined(GK_V16)
     if constexpr (vec16<T>()) {
       v16f p1 = splat_v16(0), p2 = p1, q1 = p1, q2 = p1;
-      for (; i + 32 <= i1; i += 32) {
-        v16f d = load_v16(x + i) - K, e = load_v16(x + i + 16) - K;
+      for (; i + 32 <= iv; i += 32) {
+        v16f d = load_v16(x + i) - k, e = load_v16(x + i + 16) - k;
         p1 += d; p2 += d * d;
         q1 += e; q2 += e * e;
       }
-      if (i + 16 <= i1) {  // instance norm on 4x4 maps: rows of 16
-        v16f d = load_v16(x + i) - K;
+      if (i + 16 <= iv) {
+        v16f d = load_v16(x + i) - k;
         p1 += d; p2 += d * d;
         i += 16;
       }
       b1 = sum_v16(p1 + q1); b2 = sum_v16(p2 + q2);
     }
 #endif
-    // The vectorised remainder ends in a serial chain over its lanes, which on short rows (instance
-    // norm on 4x4..16x16 maps) costs more than the row: skipped there when empty (fwd 4x4 1.6x,
-    // 16x16 1.1x faster). On long rows skipping it measured 10-18% slower (8x512x32x32, from memory).
     if (i < i1 || n > kSmallRow) {
 #pragma omp simd reduction(+ : b1, b2)
       for (std::int64_t j = i; j < i1; ++j) {
-        A d = to_acc(x[j]) - K;
+        A d = to_acc(x[j]) - k;
         b1 += d;
         b2 += d * d;
       }
     }
-    s1 += b1; s2 += b2;
+    w.add_shifted(double(i1 - i0), double(k), double(b1), double(b2));
   }
-  *s1_out = A(s1); *s2_out = A(s2);
+  w.shifted(K_out, s1_out, s2_out);
 }
 
 // Stores of the 16-lane loops: non-temporal (NT, p aligned to 16 elements) or ordinary.
@@ -342,9 +382,7 @@ void fwd_cf(const NormFwdArgs& p, int threads) {
       const std::int64_t n = ng / s.G, g = ng % s.G;
       const std::int64_t pf = ng + 1 < ng1 ? ahead : 0;  // the task's next group, just after this one
       for (std::int64_t c = 0; c < Cg; ++c) {
-        const T* row = x + (n * s.C + g * Cg + c) * HW;
-        K[c] = to_acc(row[0]);
-        row_sums(row, HW, K[c], &s1[c], &s2[c]);
+        row_sums(x + (n * s.C + g * Cg + c) * HW, HW, &K[c], &s1[c], &s2[c]);
       }
       group_stats(K.data(), s1.data(), s2.data(), Cg, HW, p.eps, &mean[ng], &rstd[ng]);
       for (std::int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
@@ -377,16 +415,24 @@ static inline v16f hsum_16_rows(const v16f* v) {
   return _mm512_shuffle_f32x4(w[0], w[1], 0x88) + _mm512_shuffle_f32x4(w[0], w[1], 0xDD);
 }
 
-// row_sums of the rows [0, nr) of HW (a multiple of 16) elements each, 16 rows at a time; returns
-// how many rows it did (a whole number of 16s: the caller finishes the rest).
+// row_sums of the rows [0, nr) of HW (a multiple of 16, at most kSmallRow) elements each, 16 rows at a
+// time (two passes over the L1-resident rows: their means, then the sums around them); returns how
+// many rows it did (a whole number of 16s: the caller finishes the rest).
 template <class T>
 std::int64_t sums_by_16_rows(const T* x, std::int64_t HW, std::int64_t nr, float* K, float* s1, float* s2) {
   std::int64_t g = 0;
+  const float inv = 1.0f / float(HW);
   for (; g + 16 <= nr; g += 16) {
     v16f p1[16], p2[16];
+    for (int i = 0; i < 16; ++i) {  // the rows' means first: the sums below are taken around them
+      const T* row = x + (g + i) * HW;
+      v16f a = splat_v16(0);
+      for (std::int64_t j = 0; j < HW; j += 16) a += load_v16(row + j);
+      p1[i] = a;
+    }
+    _mm512_storeu_ps(K + g, hsum_16_rows(p1) * inv);
     for (int i = 0; i < 16; ++i) {
       const T* row = x + (g + i) * HW;
-      K[g + i] = to_acc(row[0]);
       const v16f k = splat_v16(K[g + i]);
       v16f a = splat_v16(0), b = a;
       for (std::int64_t j = 0; j < HW; j += 16) {
@@ -423,8 +469,7 @@ void fwd_small_rows(const NormFwdArgs& p, int threads) {
         if (HW % 16 == 0) r = sums_by_16_rows(x + r0 * HW, HW, nr, K, s1, s2);
 #endif
       for (; r < nr; ++r) {
-        K[r] = to_acc(x[(r0 + r) * HW]);
-        row_sums(x + (r0 + r) * HW, HW, K[r], &s1[r], &s2[r]);
+        row_sums(x + (r0 + r) * HW, HW, &K[r], &s1[r], &s2[r]);
       }
       A* mr = v.mean + r0;
       A* rr = v.rstd + r0;
@@ -507,24 +552,70 @@ struct Chunks {
 
 // s1[c] += x[c] - K[c], s2[c] += (x[c] - K[c])^2 over one row.
 template <class T, class A>
-void cl_sums_scalar(const T* __restrict xr, const T* __restrict K, A* __restrict s1, A* __restrict s2,
+void cl_sums_scalar(const T* __restrict xr, const A* __restrict K, A* __restrict s1, A* __restrict s2,
                     std::int64_t j0, std::int64_t j1) {
 #pragma omp simd
   for (std::int64_t j = j0; j < j1; ++j) {
-    A d = to_acc(xr[j]) - to_acc(K[j]);
+    A d = to_acc(xr[j]) - K[j];
     s1[j] += d;
     s2[j] += d * d;
   }
 }
 
 template <class T, class A>
-void cl_sums_row(const T* __restrict xr, const T* __restrict K, A* __restrict s1, A* __restrict s2, std::int64_t C) {
+void cl_sums_row(const T* __restrict xr, const A* __restrict K, A* __restrict s1, A* __restrict s2, std::int64_t C) {
   lanes<false>(s1, C, [&](std::int64_t j0, std::int64_t j1) { cl_sums_scalar(xr, K, s1, s2, j0, j1); },
       [&](auto c) {
         auto d = load_v16(xr + c) - load_v16(K + c);
         store_v16(s1 + c, load_v16(s1 + c) + d);
         store_v16(s2 + c, load_v16(s2 + c) + d * d);
       });
+}
+
+// s0[c] += x[c] over one row.
+template <class T, class A>
+void cl_add_scalar(const T* __restrict xr, A* __restrict s0, std::int64_t j0, std::int64_t j1) {
+#pragma omp simd
+  for (std::int64_t j = j0; j < j1; ++j) s0[j] += to_acc(xr[j]);
+}
+
+template <class T, class A>
+void cl_add_row(const T* __restrict xr, A* __restrict s0, std::int64_t C) {
+  lanes<false>(s0, C, [&](std::int64_t j0, std::int64_t j1) { cl_add_scalar(xr, s0, j0, j1); },
+      [&](auto c) { store_v16(s0 + c, load_v16(s0 + c) + load_v16(xr + c)); });
+}
+
+// Rows per block of the channels-last statistics: read twice while in L1/L2 (their per-channel means,
+// then the sums around them), then merged into the running per-channel statistics.
+constexpr std::int64_t kClRows = 16;
+
+// Per-channel (mean, M2) of the rows [r0, r1) of one sample (C channels a row), into mean[C], m2[C].
+template <class T, class A>
+void cl_stats(const T* x, std::int64_t C, std::int64_t r0, std::int64_t r1, double* __restrict mean,
+              double* __restrict m2) {
+  std::vector<A> k(C), b1(C), b2(C);
+  std::fill(mean, mean + C, 0.0);
+  std::fill(m2, m2 + C, 0.0);
+  double cnt = 0;
+  for (std::int64_t rb = r0; rb < r1; rb += kClRows) {
+    const std::int64_t re = std::min(r1, rb + kClRows);
+    const A inv = A(1) / A(re - rb);
+    std::fill(k.begin(), k.end(), A(0));
+    for (std::int64_t r = rb; r < re; ++r) cl_add_row(x + r * C, k.data(), C);
+    for (std::int64_t c = 0; c < C; ++c) k[c] *= inv;
+    std::fill(b1.begin(), b1.end(), A(0));
+    std::fill(b2.begin(), b2.end(), A(0));
+    for (std::int64_t r = rb; r < re; ++r) cl_sums_row(x + r * C, k.data(), b1.data(), b2.data(), C);
+    const double nb = double(re - rb), tot = cnt + nb, wb = nb / tot, wx = cnt * nb / tot;
+#pragma omp simd
+    for (std::int64_t c = 0; c < C; ++c) {  // Chan's merge of the block into the running statistics
+      const double d = double(b1[c]) / nb, mb = double(k[c]) + d;
+      const double m2b = std::max(0.0, double(b2[c]) - double(b1[c]) * d), delta = mb - mean[c];
+      mean[c] += delta * wb;
+      m2[c] += m2b + delta * delta * wx;
+    }
+    cnt = tot;
+  }
 }
 
 template <bool SILU, class T, class A>
@@ -552,28 +643,24 @@ void fwd_cl(const NormFwdArgs& p, int threads) {
   A *mean = static_cast<A*>(p.mean), *rstd = static_cast<A*>(p.rstd);
   const std::int64_t C = s.C, Cg = C / s.G, HW = s.HW;
   Chunks ch(HW, threads);
-  // Shift per (n, c): the channel's value in row 0, so chunk sums add up directly.
-  std::vector<A> part(s.N * ch.count * C * 2);
+  // Per (n, chunk of rows): per-channel (mean, M2), merged over the chunks with Chan's formula.
+  std::vector<double> part(s.N * ch.count * C * 2);
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
     std::int64_t n = t / ch.count, r0 = (t % ch.count) * ch.rows_per, r1 = std::min(HW, r0 + ch.rows_per);
-    // accumulated in the task's own buffer: tasks running at once would share the cache lines at the
-    // borders of their slices of `part` on every row
-    std::vector<A> acc(2 * C, A(0));
-    for (std::int64_t r = r0; r < r1; ++r)
-      cl_sums_row(x + (n * HW + r) * C, x + n * HW * C, acc.data(), acc.data() + C, C);
-    std::copy(acc.begin(), acc.end(), part.begin() + t * C * 2);
+    cl_stats<T, A>(x + n * HW * C, C, r0, r1, part.data() + t * C * 2, part.data() + t * C * 2 + C);
   });
   std::vector<A> a, bb, mc;
   {
     std::vector<A> K(C), s1(C), s2(C);
+    std::vector<Welford> w(C);
     for (std::int64_t n = 0; n < s.N; ++n) {
-      std::fill(s1.begin(), s1.end(), A(0));
-      std::fill(s2.begin(), s2.end(), A(0));
-      for (std::int64_t c = 0; c < C; ++c) K[c] = to_acc(x[n * HW * C + c]);
+      std::fill(w.begin(), w.end(), Welford{});
       for (std::int64_t k = 0; k < ch.count; ++k) {
-        const A* pp = part.data() + (n * ch.count + k) * C * 2;
-        for (std::int64_t c = 0; c < C; ++c) { s1[c] += pp[c]; s2[c] += pp[C + c]; }
+        const double* pp = part.data() + (n * ch.count + k) * C * 2;
+        const double rows = double(std::min(HW, (k + 1) * ch.rows_per) - k * ch.rows_per);
+        for (std::int64_t c = 0; c < C; ++c) w[c].add(rows, pp[c], pp[C + c]);
       }
+      for (std::int64_t c = 0; c < C; ++c) w[c].shifted(&K[c], &s1[c], &s2[c]);
       if (Cg == 1) {
         instance_stats(K.data(), s1.data(), s2.data(), C, HW, p.eps, mean + n * C, rstd + n * C);
       } else {
