@@ -23,6 +23,7 @@
 #include "common/flat_args.h"
 
 namespace gk {
+GK_ARGS_BEGIN
 
 struct AttnArgs {
   const void *q, *k, *v;
@@ -35,7 +36,7 @@ struct AttnArgs {
   std::int64_t qs[3], ks[3], vs[3], os[3];
   double scale;
   AttnArgs(const Flat& a, bool backward) {
-    a.expect(backward ? "attention_bwd" : "attention_fwd", backward ? 10 : 6, 17, 1);
+    expect(a, backward ? "attention_bwd" : "attention_fwd", backward ? 10 : 6, 17, 1);
     q = a.ptr<void>(0); k = a.ptr<void>(1); v = a.ptr<void>(2);
     mask = a.ptr<std::uint8_t>(3); out = a.ptr<void>(4);
     if (backward) {
@@ -51,7 +52,28 @@ struct AttnArgs {
     scale = a.f[0];
     if (B < 0 || H < 0 || Lq < 0 || Lk < 1 || D < 1)
       throw std::invalid_argument("attention: need B, H, Lq >= 0, Lk >= 1, D >= 1");
+    const char* op = backward ? "attention_bwd" : "attention_fwd";
+    const std::int64_t db = dtype_bytes(a.dtype), ab = acc_bytes(a.dtype);
+    const std::int64_t dq[3] = {B, H, Lq}, dk[3] = {B, H, Lk};
+    const std::int64_t sq = span(op, dq, qs, D), sk = span(op, dk, ks, D), sv = span(op, dk, vs, D),
+                       so = span(op, dq, os, D);
+    need(a, op, 0, "q", sq, db);
+    need(a, op, 1, "k", sk, db);
+    need(a, op, 2, "v", sv, db);
+    need(a, op, 3, "key_padding_mask", mul(op, B, Lk), 1, false);
+    need(a, op, 4, "out", so, db);
+    const std::int64_t nlse = mul(op, B, H, Lq);
+    if (backward) {
+      need(a, op, 5, "dout", so, db);
+      need(a, op, 6, "lse", nlse, ab);
+      need(a, op, 7, "dq", sq, db);
+      need(a, op, 8, "dk", sk, db);
+      need(a, op, 9, "dv", sv, db);
+    } else {
+      need(a, op, 5, "lse", nlse, ab);
+    }
   }
 };
 
+GK_ARGS_END
 }  // namespace gk

@@ -8,6 +8,9 @@
 //   prev = G x0 + H x + K m + S z                        (S z only when noise is given)
 // A..S come from (alpha_prod_t, alpha_prod_t_prev, eta) by step_coef below: the update of diffusers'
 // DDIMScheduler.step / DDPMScheduler.step rewritten as one linear form per prediction type.
+// Domain (genkernels/ops/ddim_step.py): 0 <= a_t < 1, 0 < a_p <= 1, a_t <= a_p, a_t > 0 for epsilon
+// prediction. Python floats outside it are refused; a sample whose tensor alphas are outside it gets
+// NaN coefficients, hence NaN outputs, on every backend (no host synchronisation to raise).
 //
 // Layout: every tensor is densely packed with the batch outermost and the same order inside a sample
 // (NC* or N*C), so sample n is the L contiguous elements at n * L.
@@ -22,6 +25,7 @@
 // f = [alpha_t, alpha_prev, eta, guidance_scale, clip_range]   (alpha values used when the tensor is absent)
 #pragma once
 #include <cmath>
+#include <limits>
 
 #include "common/flat_args.h"
 
@@ -32,6 +36,7 @@
 #endif
 
 namespace gk {
+GK_ARGS_BEGIN
 
 enum StepKind : int { kDDIM = 0, kDDPMSmall = 1, kDDPMLarge = 2 };
 enum PredType : int { kEpsilon = 0, kSample = 1, kVPrediction = 2 };
@@ -45,7 +50,7 @@ struct StepArgs {
   std::int64_t at_stride, ap_stride;
   double at, ap, eta, gscale, clip_range;
   explicit StepArgs(const Flat& a) {
-    a.expect("ddim_step", 7, 11, 5);
+    expect(a, "ddim_step", 7, 11, 5);
     x = a.ptr<void>(0); m = a.ptr<void>(1); noise = a.ptr<void>(2);
     alpha_t = a.ptr<void>(3); alpha_prev = a.ptr<void>(4);
     prev = a.ptr<void>(5); x0 = a.ptr<void>(6);
@@ -58,6 +63,18 @@ struct StepArgs {
     if ((alpha_t && at_dtype != kFloat32 && at_dtype != kFloat64) ||
         (alpha_prev && ap_dtype != kFloat32 && ap_dtype != kFloat64))
       throw std::invalid_argument("ddim_step: alpha tensors must be float32 or float64");
+    const char* op = "ddim_step";
+    if (N < 0 || L < 0 || at_stride < 0 || ap_stride < 0) throw std::invalid_argument("ddim_step: negative size");
+    const std::int64_t NL = mul(op, N, L), db = dtype_bytes(a.dtype);
+    need(a, op, 0, "sample", NL, db);
+    need(a, op, 1, "model_output", guidance ? mul(op, 2, NL) : NL, db);
+    need(a, op, 2, "noise", NL, db, false);
+    if (N > 0) {
+      need(a, op, 3, "alpha_t", mul(op, N - 1, at_stride) + 1, at_dtype == kFloat64 ? 8 : 4, false);
+      need(a, op, 4, "alpha_prev", mul(op, N - 1, ap_stride) + 1, ap_dtype == kFloat64 ? 8 : 4, false);
+    }
+    need(a, op, 5, "prev_sample", NL, db);
+    need(a, op, 6, "pred_original_sample", NL, db);
   }
 };
 
@@ -87,6 +104,11 @@ GK_HD StepCoef<R> step_coef(int kind, int pred, bool use_clipped, bool noise, R 
     A = sa; B = -sb; C = sb; D = sa;
   }
   StepCoef<R> k;
+  if (!(a_t >= R(0) && a_t < one && a_p > R(0) && a_p <= one && a_t <= a_p && (pred != kEpsilon || a_t > R(0)))) {
+    const R nan = std::numeric_limits<R>::quiet_NaN();
+    k.A = k.B = k.G = k.H = k.K = k.S = nan;
+    return k;
+  }
   k.A = A; k.B = B;
   if (kind == kDDIM) {
     const R var = (one - a_p) / b_t * (one - a_t / a_p);
@@ -110,4 +132,5 @@ GK_HD StepCoef<R> step_coef(int kind, int pred, bool use_clipped, bool noise, R 
   return k;
 }
 
+GK_ARGS_END
 }  // namespace gk

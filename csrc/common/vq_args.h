@@ -21,6 +21,7 @@
 #include "common/flat_args.h"
 
 namespace gk {
+GK_ARGS_BEGIN
 
 struct VQArgs {
   const void* z;
@@ -31,14 +32,21 @@ struct VQArgs {
   bool cosine;
   double eps;
   explicit VQArgs(const Flat& a) {
-    a.expect("vq_nearest", 4, 4, 1);
+    expect(a, "vq_nearest", 4, 4, 1);
     z = a.ptr<void>(0); codebook = a.ptr<void>(1);
     index = a.ptr<std::int64_t>(2); min_dist = a.ptr<void>(3);
     M = a.i[0]; K = a.i[1]; D = a.i[2]; cosine = a.i[3] != 0;
     eps = a.f[0];
     if (M < 0 || K < 1 || D < 0)
       throw std::invalid_argument("vq_nearest: need M >= 0, K >= 1, D >= 0");
+    const char* op = "vq_nearest";
+    const std::int64_t db = dtype_bytes(a.dtype);
+    need(a, op, 0, "z", mul(op, M, D), db);
+    need(a, op, 1, "codebook", mul(op, K, D), db);
+    need(a, op, 2, "index", M, 8);
+    need(a, op, 3, "min_dist", M, acc_bytes(a.dtype));
   }
 };
 
+GK_ARGS_END
 }  // namespace gk

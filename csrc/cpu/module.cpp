@@ -6,9 +6,10 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "genkernels CPU kernels (no torch dependency)";
   m.attr("isa") = gk::cpu_isa();
 #define GK_KERNEL(name)                                                                      \
-  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> i,    \
+  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> n,     \
+                  std::vector<std::int64_t> i,                                             \
                   std::vector<double> f, int threads) {                                      \
-    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(i), std::move(f));             \
+    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(n), std::move(i), std::move(f)); \
     pybind11::gil_scoped_release nogil;                                                      \
     gk::cpu_##name(a, threads);                                                              \
   });

@@ -8,9 +8,10 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.attr("archs") = gk::cuda_archs();
   m.attr("runtime_version") = gk::cuda_runtime_version();
 #define GK_KERNEL(name)                                                                      \
-  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> i,    \
+  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> n,     \
+                  std::vector<std::int64_t> i,                                             \
                   std::vector<double> f, int device, std::uintptr_t stream) {                \
-    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(i), std::move(f));             \
+    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(n), std::move(i), std::move(f)); \
     pybind11::gil_scoped_release nogil;                                                      \
     gk::cuda_##name(a, device, stream);                                                      \
   });

@@ -9,9 +9,10 @@ PYBIND11_MODULE(_C_cuemu, m) {
   m.doc() = "genkernels CUDA kernels emulated on the CPU (tests only)";
   m.attr("archs") = gk::cuda_archs();
 #define GK_KERNEL(name)                                                                      \
-  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> i,    \
+  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> n,     \
+                  std::vector<std::int64_t> i,                                             \
                   std::vector<double> f, int /*threads*/) {                                  \
-    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(i), std::move(f));             \
+    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(n), std::move(i), std::move(f)); \
     pybind11::gil_scoped_release nogil;                                                      \
     gk::cuda_##name(a, 0, 0);                                                                \
   });

@@ -1,6 +1,8 @@
 """Argument checks and layout helpers shared by the ops (errors name the bad argument)."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -36,6 +38,16 @@ def check_param(op: str, name: str, t: Optional[torch.Tensor], shape, device: to
         raise ValueError(f"{op}: `{name}` is on {t.device} but the input is on {device}")
 
 
+def check_eps(op: str, eps) -> float:
+    """eps as a float: a finite real number >= 0."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{op}: `eps` must be a float, got {type(eps).__name__}")
+    eps = float(eps)
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{op}: `eps` must be finite and >= 0, got {eps}")
+    return eps
+
+
 def is_channels_last(x: torch.Tensor) -> bool:
     """True when x [N, C, *spatial] is densely packed as [N, *spatial, C] (and not also NCHW-contiguous)."""
     if x.dim() < 3 or x.is_contiguous():
@@ -50,6 +62,15 @@ def dense_layout(x: torch.Tensor):
     if is_channels_last(x):
         return x, True
     return x.contiguous(), False
+
+
+def empty_out(x: torch.Tensor) -> torch.Tensor:
+    """An output for the kernels' result of x: x's strides when x is densely packed in NC* or N*C order
+    (dense_layout keeps it), contiguous otherwise (dense_layout copies it). The real ops and their fake
+    implementations both allocate with it, so torch.compile sees the strides the op returns."""
+    if x.is_contiguous() or is_channels_last(x):
+        return torch.empty_like(x)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
 def to_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -68,7 +89,9 @@ def param(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tenso
 
 def launch(backend: str, family: str, kernel: str, dtype: torch.dtype, tensors, ints, floats=()) -> None:
     """Runs `kernel` of kernel family `family` on a compiled backend. Native and Triton kernels take
-    the same arguments in the same order: tensors (None = absent), then ints, then floats."""
+    the same arguments in the same order: tensors (None = absent), then ints, then floats. Kernels read
+    raw memory, so a lazily negated view (e.g. ``complex.conj().imag``) is materialised first."""
+    tensors = [t.resolve_neg() if t is not None and t.is_neg() else t for t in tensors]
     if backend == "triton":
         import importlib
 
@@ -97,6 +120,13 @@ def plain_eager(*tensors) -> bool:
         if t is not None and type(t) is not torch.Tensor:
             return False
     return True
+
+
+def under_functorch() -> bool:
+    """True inside torch.func transforms (grad, vmap, jvp, ...). The registered ops' autograd is not
+    composable with them, so the public functions then run their differentiable reference formula
+    (the same results; functorch transforms it like any PyTorch code)."""
+    return not _is_compiling() and _functorch_active()
 
 
 def needs_grad(*tensors) -> bool:

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..backend import resolve
-from ._common import acc_dtype, dense_layout, direct_call_ok, launch, needs_grad, param, to_layout
+from ._common import (acc_dtype, check_param, check_tensor, dense_layout, direct_call_ok, empty_out, launch, needs_grad,
+                      param, to_layout)
 
 Tensor = torch.Tensor
 
@@ -31,8 +32,11 @@ def _film(t: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
 def reference_forward(x, G, w, b, scale, shift, eps, silu, one_plus_scale) -> Tuple[Tensor, Tensor, Tensor]:
     """Eager PyTorch, computed in the accumulation dtype (float32 for 16-bit data): the spec."""
     acc = acc_dtype(x.dtype)
-    xa = x.to(acc)
     N, C = x.shape[:2]
+    if x.numel() == 0:  # (as the kernels: no statistics to compute; C = 0 has G = 0 for adain)
+        nan = x.new_full((N, G), float("nan"), dtype=acc)
+        return empty_out(x), nan, nan.clone()
+    xa = x.to(acc)
     xg = xa.reshape(N, G, (C // G) * math.prod(x.shape[2:]))
     mean = xg.mean(-1)
     mean = mean + (xg - mean[..., None]).mean(-1)  # one correction pass: float32 sums of large values drift
@@ -113,7 +117,7 @@ def norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale):
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
     xd, cl = dense_layout(x)
-    y = torch.empty_like(xd)  # dense: the same strides, so y[i] sits where the kernel reads x[i]
+    y = empty_out(x)  # xd's strides, so y[i] sits where the kernel reads x[i]
     mean = xd.new_empty((N, G), dtype=acc)
     rstd = xd.new_empty((N, G), dtype=acc)
     HW = math.prod(x.shape[2:])
@@ -133,7 +137,7 @@ def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, 
     N, C = x.shape[:2]
     xd, cl = dense_layout(x)
     dyd = to_layout(dy.to(x.dtype), cl)
-    dx = torch.empty_like(xd)
+    dx = empty_out(x)
     sdz = torch.zeros((N, C), dtype=acc, device=x.device)
     sdzx = torch.zeros((N, C), dtype=acc, device=x.device)
     if dx.numel():
@@ -166,6 +170,7 @@ def norm_backward_op(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: 
                      num_groups: int, eps: float, silu: bool, one_plus_scale: bool, backend: str
                      ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`backend`: the one the forward ran on ("auto": resolve now)."""
+    check_backward_args(dy, x, mean, rstd, weight, bias, scale, shift, num_groups)
     return backward_on(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu,
                        one_plus_scale)
 
@@ -177,11 +182,28 @@ def backward_on(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_grou
         norm_backward(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale)))
 
 
+def check_backward_args(dy, x, mean, rstd, w, b, scale, shift, G):
+    """The registered backward's arguments (callable directly through torch.ops.genkernels)."""
+    op = "norm_backward"
+    check_tensor(op, "x", x, min_dim=2)
+    check_tensor(op, "dy", dy)
+    if dy.shape != x.shape or dy.device != x.device:
+        raise ValueError(f"{op}: `dy` must match `x` {tuple(x.shape)} on {x.device}, got {tuple(dy.shape)} on {dy.device}")
+    N, C = x.shape[:2]
+    if isinstance(G, bool) or not isinstance(G, int) or G <= 0 or C % G:
+        raise ValueError(f"{op}: `num_groups`={G!r} must be a positive int dividing the {C} channels of `x`")
+    for name, t in (("mean", mean), ("rstd", rstd)):
+        check_param(op, name, t, (N, G), x.device)
+    for name, t, shape in (("weight", w, (C,)), ("bias", b, (C,)), ("scale", scale, (N, C)), ("shift", shift, (N, C))):
+        check_param(op, name, t, shape, x.device)
+
+
 @norm_backward_op.register_fake
 def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale, backend):
+    check_backward_args(dy, x, mean, rstd, weight, bias, scale, shift, num_groups)
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
-    dx = torch.empty_like(x)
+    dx = empty_out(x)
     return (dx, x.new_empty((C,), dtype=acc), x.new_empty((C,), dtype=acc),
             x.new_empty((N, C), dtype=acc), x.new_empty((N, C), dtype=acc))
 
@@ -189,7 +211,7 @@ def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_
 def fake_forward(x, num_groups):
     N = x.shape[0]
     acc = acc_dtype(x.dtype)
-    return (torch.empty_like(x), x.new_empty((N, num_groups), dtype=acc),
+    return (empty_out(x), x.new_empty((N, num_groups), dtype=acc),
             x.new_empty((N, num_groups), dtype=acc))
 
 

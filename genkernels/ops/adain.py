@@ -13,7 +13,7 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import check_param, check_tensor, plain_eager
+from ._common import check_eps, check_param, check_tensor, plain_eager, under_functorch
 
 Tensor = torch.Tensor
 OP = "adain"
@@ -21,12 +21,14 @@ OP = "adain"
 
 @torch.library.custom_op("genkernels::adain", mutates_args=())
 def adain_op(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    check_args(x, style_scale, style_bias, eps)
     backend = resolve(OP, x.device)
     return _norm.norm_forward(backend, x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)
 
 
 @adain_op.register_fake
 def _(x, style_scale, style_bias, eps):
+    check_args(x, style_scale, style_bias, eps)
     return _norm.fake_forward(x, x.shape[1])
 
 
@@ -49,7 +51,8 @@ def _backward(ctx, gy, _gmean, _grstd):
 adain_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def check_args(x, style_scale, style_bias):
+def check_args(x, style_scale, style_bias, eps) -> float:
+    """Raises a ValueError/TypeError naming the bad argument; returns eps as a float."""
     check_tensor(OP, "x", x, min_dim=3)
     if x.dim() > 5:
         raise ValueError(f"{OP}: `x` must be [N, C, *spatial] with 1 to 3 spatial dims, got shape {tuple(x.shape)}")
@@ -58,6 +61,7 @@ def check_args(x, style_scale, style_bias):
         if t is None:
             raise TypeError(f"{OP}: `{name}` is required (use genkernels.nn.InstanceNorm2d for plain instance norm)")
         check_param(OP, name, t, (N, C), x.device)
+    return check_eps(OP, eps)
 
 
 def adain(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5) -> Tensor:
@@ -66,13 +70,15 @@ def adain(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5)
     x: [N, C, *spatial] (1 to 3 spatial dims), float32/float16/bfloat16/float64, NCHW or channels_last
     (kept); style_scale, style_bias: [N, C]. Statistics in float32 (float64 for float64 input).
     """
-    check_args(x, style_scale, style_bias)
+    eps = check_args(x, style_scale, style_bias, eps)
     if plain_eager(x, style_scale, style_bias):
-        return _norm.eager_forward(OP, x, x.shape[1], None, None, style_scale, style_bias, float(eps), False, False)
-    return adain_op(x, style_scale, style_bias, float(eps))[0]
+        return _norm.eager_forward(OP, x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)
+    if under_functorch():
+        return _norm.reference_forward(x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)[0]
+    return adain_op(x, style_scale, style_bias, eps)[0]
 
 
 def adain_reference(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5) -> Tensor:
     """The eager-PyTorch specification of adain (differentiable to any order)."""
-    check_args(x, style_scale, style_bias)
+    eps = check_args(x, style_scale, style_bias, eps)
     return _norm.reference_forward(x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)[0]

@@ -8,6 +8,10 @@
 a key that is *ignored*. A query row whose keys are all masked gets an output of **zeros** (and zero
 gradients), not NaN; its saved log-sum-exp is -inf.
 
+Non-finite input (every backend): a padding key is never read, so NaN/inf in its k or v rows has no
+effect; NaN in a query row, or in the k or v row of a key it attends to, makes that output row NaN
+(as the softmax's arithmetic does).
+
 Arithmetic: the logits, the softmax and both products accumulate in float32 for float32/float16/bfloat16
 data (float64 for float64 data); the output is rounded once to the input dtype.
 
@@ -26,12 +30,13 @@ one-thread-per-row baseline (the GPU benchmark times both).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Tuple
 
 import torch
 
 from ..backend import current_backend, resolve
-from ._common import acc_dtype, check_tensor, launch
+from ._common import acc_dtype, check_tensor, launch, under_functorch
 
 Tensor = torch.Tensor
 OP = "attention"
@@ -61,11 +66,18 @@ def _strides(v: Tensor):
 
 
 # ----------------------------------------------------------------------------------- reference
+def _unread_padding(t: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Keys/values [B, H, L, d] with the padding keys zeroed: a padding key is never read (its NaN
+    or inf must not reach the output through 0 * NaN)."""
+    return t if mask is None else t.masked_fill(mask[:, None, :, None], 0)
+
+
 def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float,
                       heads: int) -> Tuple[Tensor, Tensor]:
     """Eager PyTorch in the accumulation dtype, chunked over Lq; differentiable. (out, lse)."""
     acc = acc_dtype(q.dtype)
     qh, kh, vh = (_heads_view(t, heads).to(acc) for t in (q, k, v))
+    vh = _unread_padding(vh, mask)
     B, H, Lq, d = qh.shape
     Lk = kh.shape[2]
     outs, lses = [], []
@@ -75,9 +87,9 @@ def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], s
         if mask is not None:
             s = s.masked_fill(mask[:, None, None, :], float("-inf"))
         lse = torch.logsumexp(s, dim=-1)
-        finite = torch.isfinite(lse)
-        p = torch.exp(s - torch.where(finite, lse, torch.zeros_like(lse))[..., None])
-        p = torch.where(finite[..., None], p, torch.zeros_like(p))
+        live = lse != float("-inf")  # not fully masked (a NaN lse stays NaN: non-finite rule)
+        p = torch.exp(s - torch.where(live, lse, torch.zeros_like(lse))[..., None])
+        p = torch.where(live[..., None], p, torch.zeros_like(p))
         outs.append(torch.matmul(p, vh))
         lses.append(lse)
     out = torch.cat(outs, 2)[:, :, :Lq] if Lq else qh.new_zeros((B, H, 0, vh.shape[-1]))
@@ -92,12 +104,13 @@ def _reference_backward(dout, q, k, v, mask, scale, heads):
     """Analytic gradients (no autograd: this runs inside a custom op), in the accumulation dtype."""
     acc = acc_dtype(q.dtype)
     qh, kh, vh, gh = (_heads_view(t, heads).to(acc) for t in (q, k, v, dout))
+    kh, vh = _unread_padding(kh, mask), _unread_padding(vh, mask)
     s = torch.matmul(qh, kh.transpose(-1, -2)) * scale
     if mask is not None:
         s = s.masked_fill(mask[:, None, None, :], float("-inf"))
     lse = torch.logsumexp(s, dim=-1, keepdim=True)
-    finite = torch.isfinite(lse)
-    p = torch.where(finite, torch.exp(s - torch.where(finite, lse, torch.zeros_like(lse))), torch.zeros_like(s))
+    live = lse != float("-inf")
+    p = torch.where(live, torch.exp(s - torch.where(live, lse, torch.zeros_like(lse))), torch.zeros_like(s))
     dv = torch.matmul(p.transpose(-1, -2), gh)
     dp = torch.matmul(gh, vh.transpose(-1, -2))
     ds = p * (dp - (p * dp).sum(-1, keepdim=True))
@@ -165,12 +178,14 @@ def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads
 def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], scale: float,
                  heads: int) -> Tuple[Tensor, Tensor]:
     """(out, lse); heads > 0: token layout [B, L, H*d]."""
+    check_args(q, k, v, scale, key_padding_mask, heads or None)
     backend = resolve(OP, q.device, GPU_ORDER)
     return attention_forward(backend, q, k, v, key_padding_mask, scale, heads)
 
 
 @attention_op.register_fake
 def _(q, k, v, key_padding_mask, scale, heads):
+    check_args(q, k, v, scale, key_padding_mask, heads or None)
     if heads:
         B, Lq = q.shape[0], q.shape[1]
         H = heads
@@ -184,13 +199,28 @@ def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Te
                           key_padding_mask: Optional[Tensor], scale: float, heads: int, backend: str
                           ) -> Tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); `backend`: the one the forward ran on ("auto": resolve now)."""
+    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads)
     backend = resolve(OP, q.device, GPU_ORDER, name=backend)
     dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
 
+def check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads):
+    """The registered backward's arguments (callable directly through torch.ops.genkernels)."""
+    check_args(q, k, v, scale, key_padding_mask, heads or None)
+    B, H, Lq, _, _ = _dims(q, k, heads)
+    for name, t in (("dout", dout), ("out", out)):
+        check_tensor(OP, name, t, dtypes=_DTYPES)
+        if t.shape != q.shape or t.device != q.device:
+            raise ValueError(f"{OP}: `{name}` must match `q` {tuple(q.shape)} on {q.device}, got {tuple(t.shape)}")
+    check_tensor(OP, "lse", lse, dtypes=(acc_dtype(q.dtype),))
+    if tuple(lse.shape) != (B, H, Lq) or lse.device != q.device:
+        raise ValueError(f"{OP}: `lse` must be [B, H, Lq] = {(B, H, Lq)} on {q.device}, got {tuple(lse.shape)}")
+
+
 @attention_backward_op.register_fake
 def _(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend):
+    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
@@ -275,8 +305,11 @@ def check_args(q, k, v, scale, key_padding_mask, heads):
                              f"{tuple(key_padding_mask.shape)}")
         if key_padding_mask.device != q.device:
             raise ValueError(f"{OP}: `key_padding_mask` is on {key_padding_mask.device} but `q` is on {q.device}")
-    if scale is not None and not isinstance(scale, (int, float)):
-        raise TypeError(f"{OP}: `scale` must be a float or None, got {type(scale).__name__}")
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"{OP}: `scale` must be a float or None, got {type(scale).__name__}")
+        if not math.isfinite(float(scale)):
+            raise ValueError(f"{OP}: `scale` must be finite, got {float(scale)}")
     return d
 
 
@@ -287,6 +320,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
     key_padding_mask: bool [B, Lk], True = ignore that key; a fully masked row gives zeros."""
     d = check_args(q, k, v, scale, key_padding_mask, heads)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if under_functorch():
+        return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0))[0]
     return attention_op(q, k, v, key_padding_mask, scale, int(heads or 0))[0]
 
 

@@ -12,6 +12,13 @@ written once, one kernel launch per step. Alphas are Python floats (passed to th
 no tensor is created, nothing is copied to the device) or float32/float64 tensors of shape [N] (per-sample
 timesteps) or [] on the data's device, read by the kernel itself (no host synchronisation).
 
+Domain: ``0 <= alpha_prod_t < 1``, ``0 < alpha_prod_t_prev <= 1``, ``alpha_prod_t <= alpha_prod_t_prev``
+(cumulative products fall with t), ``alpha_prod_t > 0`` for ``prediction_type="epsilon"`` (x0 divides by
+its square root), and for DDIM with ``eta > 0`` a non-negative ``1 - alpha_prod_t_prev - sigma_t^2``.
+Python-float alphas outside it raise ``ValueError``. Tensor alphas are not read on the host (that would
+synchronise): a sample whose alphas are outside the domain gets NaN in both outputs (and its
+gradients), on every backend.
+
 Noise: unlike diffusers, the op never draws from the global RNG on its own. With ``eta > 0``
 (``ddim_step``) pass ``noise`` (shape of ``sample``) or a ``generator=`` from which it is drawn with
 ``torch.randn``. ``ddpm_step`` without noise and generator adds no noise (diffusers' last step, t = 0).
@@ -35,7 +42,8 @@ import torch
 
 from .. import _native
 from ..backend import resolve
-from ._common import FLOAT_DTYPES, acc_dtype, direct_call_ok, is_channels_last, launch, to_layout
+from ._common import (FLOAT_DTYPES, acc_dtype, dense_layout, direct_call_ok, empty_out, launch, to_layout,
+                      under_functorch)
 
 Tensor = torch.Tensor
 OP = "ddim_step"
@@ -57,9 +65,24 @@ def _clamp_min(v, lo):
     return v.clamp(min=lo) if isinstance(v, Tensor) else (v if (v != v or v >= lo) else lo)
 
 
+def in_domain(a_t, a_p, pred: int):
+    """The alphas' domain (module docstring): a bool for floats, a bool tensor when either is a tensor."""
+    ok = (a_t >= 0) & (a_t < 1) & (a_p > 0) & (a_p <= 1) & (a_t <= a_p)
+    return ok & (a_t > 0) if pred == 0 else ok
+
+
+def nan_outside(t, ok):
+    """t where the alphas are in the domain, NaN elsewhere (ok: in_domain's result)."""
+    if not isinstance(ok, Tensor):
+        return t
+    if not isinstance(t, Tensor):
+        t = torch.tensor(float(t), dtype=torch.float64, device=ok.device)
+    return torch.where(ok, t, torch.full((), float("nan"), dtype=t.dtype, device=t.device))
+
+
 def step_coefficients(kind: int, pred: int, use_clipped: bool, has_noise: bool, a_t, a_p, eta: float):
     """(A, B, G, H, K, S) of  x0 = clip(A x + B m),  prev = G x0 + H x + K m + S z  (ddim_args.h's
-    step_coef). a_t, a_p: floats or tensors (any broadcastable shape)."""
+    step_coef; NaN outside the domain). a_t, a_p: floats or tensors (any broadcastable shape)."""
     b_t = 1 - a_t
     sa, sb, sp = _sqrt(a_t), _sqrt(b_t), _sqrt(a_p)
     if pred == 0:
@@ -85,7 +108,8 @@ def step_coefficients(kind: int, pred: int, use_clipped: bool, has_noise: bool, 
         K = 0.0
         var = _clamp_min((1 - a_p) / b_t * cur_beta, 1e-20) if kind == KIND_DDPM_SMALL else cur_beta
         S = _sqrt(var) if has_noise else 0.0
-    return A, B, G, H, K, S
+    ok = in_domain(a_t, a_p, pred)
+    return tuple(nan_outside(c, ok) for c in (A, B, G, H, K, S))
 
 
 # ----------------------------------------------------------------------------------- reference
@@ -142,33 +166,17 @@ def reference_forward(sample, model_output, noise, alpha_t, alpha_prev, eta, gui
             else:
                 var = cur_beta
             prev = prev + var ** 0.5 * noise.to(acc)
-    return prev.to(sample.dtype), x0.to(sample.dtype)
+    ok = in_domain(a_t, a_p, pred)
+    return nan_outside(prev, ok).to(sample.dtype), nan_outside(x0, ok).to(sample.dtype)
 
 
 # ----------------------------------------------------------------------------------- backends
-def _kernel_layout(sample: Tensor) -> Tuple[Tensor, bool]:
-    """(sample in the order the kernels use, channels_last flag): contiguous (NC*) or channels-last
-    (N*C) as given; any other strides are copied to contiguous. Outputs are empty_like of it."""
-    if sample.is_contiguous():
-        return sample, False
-    if is_channels_last(sample):
-        return sample, True
-    return sample.contiguous(), False
-
-
-def _alloc(sample: Tensor) -> Tuple[Tensor, Tensor]:
-    if sample.is_contiguous() or is_channels_last(sample):
-        return torch.empty_like(sample), torch.empty_like(sample)
-    return (torch.empty(sample.shape, dtype=sample.dtype, device=sample.device),
-            torch.empty(sample.shape, dtype=sample.dtype, device=sample.device))
-
-
 def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta, guidance_scale, clip_range,
                  pred, use_clipped, kind):
     """(prev_sample, pred_original_sample) on `backend`, both in sample's memory format.
     alpha_t / alpha_prev: floats or tensors ([N] or [], float32/float64, sample's device)."""
-    x, cl = _kernel_layout(sample)
-    prev, x0 = torch.empty_like(x), torch.empty_like(x)
+    x, cl = dense_layout(sample)
+    prev, x0 = empty_out(sample), empty_out(sample)
     if x.numel() == 0:
         return prev, x0
     if backend == "reference":
@@ -198,6 +206,8 @@ def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], 
                  guidance_scale: Optional[float], clip_sample_range: Optional[float], prediction_type: int,
                  use_clipped_model_output: bool, kind: int) -> Tuple[Tensor, Tensor]:
     """kind: 0 DDIM, 1 DDPM fixed_small, 2 DDPM fixed_large. A tensor alpha overrides its *_value."""
+    _check_op(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
+              guidance_scale, clip_sample_range, prediction_type, kind)
     backend = resolve(OP, sample.device)
     return step_forward(backend, sample, model_output, noise,
                         alpha_t_value if alpha_t is None else alpha_t,
@@ -208,7 +218,9 @@ def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], 
 @ddim_step_op.register_fake
 def _(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
       clip_sample_range, prediction_type, use_clipped_model_output, kind):
-    return _alloc(sample)
+    _check_op(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
+              guidance_scale, clip_sample_range, prediction_type, kind)
+    return empty_out(sample), empty_out(sample)
 
 
 def _setup_context(ctx, inputs, output):
@@ -324,7 +336,44 @@ def _check(op, sample, model_output, noise, alpha_t, alpha_prev, prediction_type
         raise ValueError(f"{op}: `clip_sample_range` must be positive (or None for no clipping), got {clip}")
     at = _check_alpha(op, "alpha_prod_t", alpha_t, sample)
     ap = _check_alpha(op, "alpha_prod_t_prev", alpha_prev, sample)
+    (at_t, at_v), (ap_t, ap_v) = at, ap
+    if at_t is None and at_v == 1.0:
+        raise ValueError(f"{op}: `alpha_prod_t` must be < 1 (1 - alpha_prod_t divides), got {at_v}")
+    if at_t is None and at_v == 0.0 and prediction_type == "epsilon":
+        raise ValueError(f"{op}: `alpha_prod_t` must be > 0 for prediction_type='epsilon' (x0 divides by "
+                         f"its square root), got {at_v}")
+    if ap_t is None and ap_v == 0.0:
+        raise ValueError(f"{op}: `alpha_prod_t_prev` must be > 0, got {ap_v}")
+    if at_t is None and ap_t is None and at_v > ap_v:
+        raise ValueError(f"{op}: `alpha_prod_t` ({at_v}) must be <= `alpha_prod_t_prev` ({ap_v}): cumulative "
+                         "alpha products fall as t grows")
     return at, ap, gs, clip
+
+
+def _check_eta(op, eta, at, ap):
+    """eta as a float >= 0; with float alphas, small enough that 1 - a_prev - sigma_t^2 >= 0."""
+    eta = _real("eta", eta, op=op)
+    if eta < 0:
+        raise ValueError(f"{op}: `eta` must be >= 0, got {eta}")
+    (at_t, at_v), (ap_t, ap_v) = at, ap
+    if eta > 0 and at_t is None and ap_t is None:
+        var = (1 - ap_v) / (1 - at_v) * (1 - at_v / ap_v)
+        if 1 - ap_v - eta * eta * var < 0:
+            raise ValueError(f"{op}: `eta`={eta} is too large for alphas ({at_v}, {ap_v}): "
+                             "1 - alpha_prod_t_prev - sigma_t^2 < 0")
+    return eta
+
+
+def _check_op(sample, model_output, noise, alpha_t, alpha_prev, at_v, ap_v, eta, gs, clip, pred, kind):
+    """The registered op's arguments (callable directly through torch.ops.genkernels), as _check."""
+    names = {v: k for k, v in PREDICTION_TYPES.items()}
+    if pred not in names:
+        raise ValueError(f"{OP}: `prediction_type` must be one of {sorted(names)}, got {pred!r}")
+    if kind not in (KIND_DDIM, KIND_DDPM_SMALL, KIND_DDPM_LARGE):
+        raise ValueError(f"{OP}: `kind` must be 0 (DDIM), 1 or 2 (DDPM), got {kind!r}")
+    at, ap, _, _ = _check(OP, sample, model_output, noise, at_v if alpha_t is None else alpha_t,
+                          ap_v if alpha_prev is None else alpha_prev, names[pred], gs, clip, None)
+    _check_eta(OP, eta, at, ap)
 
 
 def _draw(sample: Tensor, generator: torch.Generator) -> Tensor:
@@ -345,8 +394,9 @@ def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
     sample: x_t [N, ...], float32/float16/bfloat16/float64, contiguous or channels_last (outputs keep it).
     model_output: [N, ...], or [2N, ...] = [uncond; cond] with ``guidance_scale`` s, in which case the
         update uses ``m_u + s (m_c - m_u)``. Same dtype and device as sample.
-    alpha_prod_t, alpha_prod_t_prev: floats in [0, 1] (alphas_cumprod[t], alphas_cumprod[t_prev] or the
-        final alpha), or float32/float64 tensors [N] (per-sample timesteps) or [] on sample's device.
+    alpha_prod_t, alpha_prod_t_prev: floats (alphas_cumprod[t], alphas_cumprod[t_prev] or the final
+        alpha) in the domain of the module docstring, or float32/float64 tensors [N] (per-sample
+        timesteps) or [] on sample's device (a sample outside the domain gets NaN outputs).
     eta: >= 0; with eta > 0 the noise term eta * sigma_t * noise uses ``noise`` (sample's shape) or one
         drawn with ``torch.randn(generator=generator)``; one of the two is required.
     clip_sample_range: clip x0 to [-r, r] (diffusers' clip_sample=True); None: no clipping.
@@ -355,9 +405,7 @@ def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
     (at_t, at_v), (ap_t, ap_v), gs, clip = _check(OP, sample, model_output, noise, alpha_prod_t,
                                                   alpha_prod_t_prev, prediction_type, guidance_scale,
                                                   clip_sample_range, generator)
-    eta = _real("eta", eta)
-    if eta < 0:
-        raise ValueError(f"{OP}: `eta` must be >= 0, got {eta}")
+    eta = _check_eta(OP, eta, (at_t, at_v), (ap_t, ap_v))
     if not isinstance(use_clipped_model_output, bool):
         raise TypeError(f"{OP}: `use_clipped_model_output` must be a bool")
     if eta > 0 and noise is None:
@@ -372,6 +420,10 @@ def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
         return step_forward(resolve(OP, sample.device), sample, model_output, noise,
                             at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, eta, gs, clip, pred,
                             use_clipped_model_output, KIND_DDIM)
+    if under_functorch():
+        return reference_forward(sample, model_output, noise, at_v if at_t is None else at_t,
+                                 ap_v if ap_t is None else ap_t, eta, gs, clip, pred, use_clipped_model_output,
+                                 KIND_DDIM)
     return ddim_step_op(sample, model_output, noise, at_t, ap_t, at_v, ap_v, eta, gs, clip, pred,
                         use_clipped_model_output, KIND_DDIM)
 
@@ -400,6 +452,9 @@ def ddpm_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
         return step_forward(resolve("ddpm_step", sample.device), sample, model_output, noise,
                             at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, 0.0, gs, clip, pred,
                             False, kind)
+    if under_functorch():
+        return reference_forward(sample, model_output, noise, at_v if at_t is None else at_t,
+                                 ap_v if ap_t is None else ap_t, 0.0, gs, clip, pred, False, kind)
     return ddim_step_op(sample, model_output, noise, at_t, ap_t, at_v, ap_v, 0.0, gs, clip, pred, False, kind)
 
 
@@ -410,9 +465,7 @@ def ddim_step_reference(sample, model_output, alpha_prod_t, alpha_prod_t_prev, e
     (at_t, at_v), (ap_t, ap_v), gs, clip = _check(OP, sample, model_output, noise, alpha_prod_t,
                                                   alpha_prod_t_prev, prediction_type, guidance_scale,
                                                   clip_sample_range, None)
-    eta = _real("eta", eta)
-    if eta < 0:
-        raise ValueError(f"{OP}: `eta` must be >= 0, got {eta}")
+    eta = _check_eta(OP, eta, (at_t, at_v), (ap_t, ap_v))
     if eta > 0 and noise is None:
         raise ValueError(f"{OP}: eta > 0 needs `noise`")
     return reference_forward(sample, model_output, noise if eta > 0 else None,

@@ -16,7 +16,7 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import check_param, check_tensor, plain_eager
+from ._common import check_eps, check_param, check_tensor, plain_eager, under_functorch
 
 Tensor = torch.Tensor
 OP = "group_norm_silu"
@@ -26,12 +26,14 @@ OP = "group_norm_silu"
 def group_norm_silu_op(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor],
                        eps: float, scale: Optional[Tensor], shift: Optional[Tensor], silu: bool
                        ) -> Tuple[Tensor, Tensor, Tensor]:
+    check_args(x, num_groups, weight, bias, scale, shift, "silu" if silu else None, eps)
     backend = resolve(OP, x.device)
     return _norm.norm_forward(backend, x, num_groups, weight, bias, scale, shift, eps, silu, True)
 
 
 @group_norm_silu_op.register_fake
 def _(x, num_groups, weight, bias, eps, scale, shift, silu):
+    check_args(x, num_groups, weight, bias, scale, shift, "silu" if silu else None, eps)
     return _norm.fake_forward(x, num_groups)
 
 
@@ -54,7 +56,8 @@ def _backward(ctx, gy, _gmean, _grstd):
 group_norm_silu_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def check_args(x, num_groups, weight, bias, scale, shift, act):
+def check_args(x, num_groups, weight, bias, scale, shift, act, eps) -> float:
+    """Raises a ValueError/TypeError naming the bad argument; returns eps as a float."""
     check_tensor(OP, "x", x, min_dim=2)
     if x.dim() > 5:
         raise ValueError(f"{OP}: `x` must be [N, C, *spatial] with at most 3 spatial dims, got shape {tuple(x.shape)}")
@@ -68,6 +71,7 @@ def check_args(x, num_groups, weight, bias, scale, shift, act):
         check_param(OP, name, t, shape, x.device)
     if act not in ("silu", None):
         raise ValueError(f"{OP}: `act` must be 'silu' or None, got {act!r}")
+    return check_eps(OP, eps)
 
 
 def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
@@ -79,15 +83,17 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     (the output keeps x's memory format). weight, bias: [C]. scale, shift: [N, C]. act: "silu" or None.
     Statistics are computed in float32 (float64 for float64 input), exactly for inputs with a large mean.
     """
-    check_args(x, num_groups, weight, bias, scale, shift, act)
+    eps = check_args(x, num_groups, weight, bias, scale, shift, act, eps)
     if plain_eager(x, weight, bias, scale, shift):
-        return _norm.eager_forward(OP, x, num_groups, weight, bias, scale, shift, float(eps), act == "silu", True)
-    return group_norm_silu_op(x, num_groups, weight, bias, float(eps), scale, shift, act == "silu")[0]
+        return _norm.eager_forward(OP, x, num_groups, weight, bias, scale, shift, eps, act == "silu", True)
+    if under_functorch():
+        return _norm.reference_forward(x, num_groups, weight, bias, scale, shift, eps, act == "silu", True)[0]
+    return group_norm_silu_op(x, num_groups, weight, bias, eps, scale, shift, act == "silu")[0]
 
 
 def group_norm_silu_reference(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
                               bias: Optional[Tensor] = None, eps: float = 1e-5, *, scale: Optional[Tensor] = None,
                               shift: Optional[Tensor] = None, act: Optional[str] = "silu") -> Tensor:
     """The eager-PyTorch specification of group_norm_silu (differentiable to any order)."""
-    check_args(x, num_groups, weight, bias, scale, shift, act)
+    eps = check_args(x, num_groups, weight, bias, scale, shift, act, eps)
     return _norm.reference_forward(x, num_groups, weight, bias, scale, shift, eps, act == "silu", True)[0]

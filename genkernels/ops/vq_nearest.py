@@ -15,6 +15,11 @@ distance reported is always the chosen code's.
 points): exact to float32 rounding and never negative. It is float32 for float32/float16/bfloat16
 inputs (16-bit inputs are converted exactly and accumulated in float32) and float64 for float64 inputs.
 
+Non-finite input (every backend): a code whose score ``||e_k||^2 - 2 z_m . e_k`` is NaN (a NaN in the
+code, or inf - inf from an infinite one) is never chosen, nor is one scoring +inf unless every score
+is; a row with no finite score (e.g. NaN in z) gets index 0. min_sq_dist is then that code's
+distance, NaN or inf as the arithmetic gives.
+
 ``cosine=True``: z and codebook rows are l2-normalised first (``F.normalize``, eps 1e-12), so the index
 maximises cosine similarity and ``min_sq_dist = ||z^ - e^||^2 = 2 - 2 cos`` (for non-zero rows).
 
@@ -62,6 +67,7 @@ def reference_forward(z: Tensor, codebook: Tensor, cosine: bool = False) -> Tupl
         if cosine:
             zc = F.normalize(zc, dim=1, eps=COSINE_EPS)
         scores = torch.addmm(en, zc, e.t(), beta=1, alpha=-2)  # ||e||^2 - 2 z.e
+        scores = scores.masked_fill(scores.isnan(), float("inf"))  # a NaN score never wins
         i = scores.argmin(1)
         idx[m0:m0 + rows] = i
         dist[m0:m0 + rows] = (zc - e[i]).square().sum(1)
@@ -91,12 +97,14 @@ def nearest_forward(backend: str, z: Tensor, codebook: Tensor, cosine: bool) -> 
 @torch.library.custom_op("genkernels::vq_nearest", mutates_args=())
 def vq_nearest_op(z: Tensor, codebook: Tensor, cosine: bool) -> Tuple[Tensor, Tensor]:
     """(indices, min_sq_dist); no autograd (see the module docstring)."""
+    check_args(z, codebook, cosine)
     backend = resolve(OP, z.device)
     return nearest_forward(backend, z, codebook, cosine)
 
 
 @vq_nearest_op.register_fake
 def _(z, codebook, cosine):
+    check_args(z, codebook, cosine)
     M = z.shape[0]
     return z.new_empty((M,), dtype=torch.int64), z.new_empty((M,), dtype=acc_dtype(z.dtype))
 

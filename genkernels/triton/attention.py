@@ -27,14 +27,11 @@ def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
     acc = tl.zeros((BM, BD), tl.float32)
     for n0 in range(0, Lk, BN):
         rn = n0 + rn0
-        kv_ok = (rn[:, None] < Lk) & (rd[None, :] < D)
+        valid = _live(MASK, b, Lk, rn, HAS_MASK)
+        kv_ok = valid[:, None] & (rd[None, :] < D)
         k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         s = tl.dot(q, tl.trans(k))
-        valid = rn < Lk
-        if HAS_MASK:
-            mk = tl.load(MASK + b * Lk + rn, mask=valid, other=1)
-            valid = valid & (mk == 0)
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -49,6 +46,17 @@ def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
              mask=(rm[:, None] < Lq) & (rd[None, :] < D))
     lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), float("-inf"))
     tl.store(LSE + bh * Lq + rm, lse, mask=rm < Lq)
+
+
+@triton.jit
+def _live(MASK, b, Lk, rn, HAS_MASK: tl.constexpr):
+    """Keys rn that exist and are not padding: only these are loaded (a NaN in a padding key is never
+    read, so it cannot reach the output through 0 * NaN)."""
+    valid = rn < Lk
+    if HAS_MASK:
+        mk = tl.load(MASK + b * Lk + rn, mask=valid, other=1)
+        valid = valid & (mk == 0)
+    return valid
 
 
 @triton.jit
@@ -79,8 +87,9 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
     rn = pid_n * BN + tl.arange(0, BN)
     rd = tl.arange(0, BD)
     kv_ok = (rn[:, None] < Lk) & (rd[None, :] < D)
-    k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
-    v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
+    live = _live(MASK, b, Lk, rn, HAS_MASK)[:, None] & (rd[None, :] < D)
+    k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=live, other=0.0).to(tl.float32)
+    v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=live, other=0.0).to(tl.float32)
     dk = tl.zeros((BN, BD), tl.float32)
     dv = tl.zeros((BN, BD), tl.float32)
     for m0 in range(0, Lq, BM):
@@ -115,7 +124,7 @@ def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
     dq = tl.zeros((BM, BD), tl.float32)
     for n0 in range(0, Lk, BN):
         rn = n0 + tl.arange(0, BN)
-        kv_ok = (rn[:, None] < Lk) & (rd[None, :] < D)
+        kv_ok = _live(MASK, b, Lk, rn, HAS_MASK)[:, None] & (rd[None, :] < D)
         k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         p, ds = _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK)

@@ -79,6 +79,17 @@ def _coef(a_t, a_p, eta, KIND: tl.constexpr, PRED: tl.constexpr, USE_CLIPPED: tl
         S = tl.sqrt(var)
     if not NOISE:
         S = zero
+    # outside the domain (ddim_args.h): NaN coefficients
+    ok = (a_t >= 0.0) & (a_t < 1.0) & (a_p > 0.0) & (a_p <= 1.0) & (a_t <= a_p)
+    if PRED == 0:
+        ok = ok & (a_t > 0.0)
+    nan = zero + float("nan")
+    A = tl.where(ok, A, nan)
+    B = tl.where(ok, B, nan)
+    G = tl.where(ok, G, nan)
+    H = tl.where(ok, H, nan)
+    K = tl.where(ok, K, nan)
+    S = tl.where(ok, S, nan)
     return A, B, G, H, K, S
 
 

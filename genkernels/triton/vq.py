@@ -103,6 +103,7 @@ def _search_kernel(Z, E, EN, ER, PB, PI, M, K, D, k_per_split, eps,
             er = tl.load(ER + rk, mask=kmask, other=0.0)
             acc = acc * rz[:, None] * er[None, :]
         s = en[None, :] - 2.0 * acc
+        s = tl.where(s != s, float("inf"), s)  # a NaN score never wins (non-finite rule: vq_nearest.py)
         tmin = tl.min(s, 1)
         targ = tl.min(tl.where(s == tmin[:, None], rk[None, :], _INT_MAX), 1)
         upd = tmin < best

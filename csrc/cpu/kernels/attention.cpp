@@ -128,25 +128,30 @@ __attribute__((always_inline)) static inline void pv_micro(const A* __restrict P
 }
 
 // ------------------------------------------------------------------------------------------ packing
-// Keys (or values) of one head as qk_micro reads them: panels of NW rows, [D][NW] each, zero past L.
+// Keys (or values) of one head as qk_micro reads them: panels of NW rows, [D][NW] each, zero past L
+// and for masked keys (mask: that batch's [L] row or null), whose values are never read: a NaN or inf
+// in a padding key cannot reach the output (0 * NaN would).
 template <class T, class A, int NW>
 void pack_panels(const T* src, std::int64_t stride, std::int64_t L, std::int64_t D, std::int64_t npanels,
-                 A* __restrict dst) {
+                 const std::uint8_t* mask, A* __restrict dst) {
   for (std::int64_t pi = 0; pi < npanels; ++pi, dst += D * NW)
     for (int c = 0; c < NW; ++c) {
       const std::int64_t j = pi * NW + c;
+      const bool live = j < L && !(mask && mask[j]);
       const T* row = src + j * stride;
-      for (std::int64_t d = 0; d < D; ++d) dst[d * NW + c] = j < L ? to_acc(row[d]) : A(0);
+      for (std::int64_t d = 0; d < D; ++d) dst[d * NW + c] = live ? to_acc(row[d]) : A(0);
     }
 }
 
-// Rows [0, n) of D values as rows of Dp (a whole number of vectors), zero past D and past row L.
+// Rows [0, n) of D values as rows of Dp (a whole number of vectors), zero past D, past row L and for
+// masked rows (as pack_panels).
 template <class T, class A>
 void pack_rows(const T* src, std::int64_t stride, std::int64_t L, std::int64_t n, std::int64_t D,
-               std::int64_t Dp, A* __restrict dst) {
+               std::int64_t Dp, const std::uint8_t* mask, A* __restrict dst) {
   for (std::int64_t j = 0; j < n; ++j, dst += Dp) {
+    const bool live = j < L && !(mask && mask[j]);
     const T* row = src + j * stride;
-    for (std::int64_t d = 0; d < Dp; ++d) dst[d] = (j < L && d < D) ? to_acc(row[d]) : A(0);
+    for (std::int64_t d = 0; d < Dp; ++d) dst[d] = (live && d < D) ? to_acc(row[d]) : A(0);
   }
 }
 
@@ -247,9 +252,10 @@ void forward(const AttnArgs& a, int threads) {
   const double pack_work = double(BH) * double(Lk) * double(D);
   parallel_for(BH, pack_work < 65536.0 ? 1 : threads, [&](std::int64_t bh) {
     const std::int64_t b = bh / H, h = bh % H;
-    pack_panels<T, A, Geometry<A>::NW>(k + b * a.ks[0] + h * a.ks[1], a.ks[2], Lk, D, npanels,
+    const std::uint8_t* mb = a.mask ? a.mask + b * Lk : nullptr;
+    pack_panels<T, A, Geometry<A>::NW>(k + b * a.ks[0] + h * a.ks[1], a.ks[2], Lk, D, npanels, mb,
                                        kpack.p + bh * Lkp * D);
-    pack_rows(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, Lkp, D, Dp, vpack.p + bh * Lkp * Dp);
+    pack_rows(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, Lkp, D, Dp, mb, vpack.p + bh * Lkp * Dp);
   });
 
   // ---- tasks: (bh, block of MB query rows)
@@ -376,9 +382,10 @@ void backward(const AttnArgs& a, int threads) {
   parallel_for(BH, thr, [&](std::int64_t bh) {
     const std::int64_t b = bh / H, h = bh % H;
     const T* kb = k + b * a.ks[0] + h * a.ks[1];
-    pack_panels<T, A, NW>(kb, a.ks[2], Lk, D, npanels, kpan.p + bh * Lkp * D);
-    pack_panels<T, A, NW>(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, D, npanels, vpan.p + bh * Lkp * D);
-    pack_rows(kb, a.ks[2], Lk, Lkp, D, Dp, krow.p + bh * Lkp * Dp);
+    const std::uint8_t* mb = a.mask ? a.mask + b * Lk : nullptr;
+    pack_panels<T, A, NW>(kb, a.ks[2], Lk, D, npanels, mb, kpan.p + bh * Lkp * D);
+    pack_panels<T, A, NW>(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, D, npanels, mb, vpan.p + bh * Lkp * D);
+    pack_rows(kb, a.ks[2], Lk, Lkp, D, Dp, mb, krow.p + bh * Lkp * Dp);
   });
 
   // ---- tasks: (bh, chunk of query blocks)
@@ -412,8 +419,8 @@ void backward(const AttnArgs& a, int threads) {
       const T* qsrc = q + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
       const T* gsrc = dout + b * a.os[0] + h * a.os[1] + m0 * a.os[2];
       const T* osrc = out + b * a.os[0] + h * a.os[1] + m0 * a.os[2];
-      pack_rows(qsrc, a.qs[2], rows, Rp, D, Dp, Qb.p);
-      pack_rows(gsrc, a.os[2], rows, Rp, D, Dp, Gb.p);
+      pack_rows(qsrc, a.qs[2], rows, Rp, D, Dp, nullptr, Qb.p);
+      pack_rows(gsrc, a.os[2], rows, Rp, D, Dp, nullptr, Gb.p);
       for (std::int64_t r = 0; r < Rp; ++r) {
         qrow[r] = Qb.p + r * Dp;
         grow[r] = Gb.p + r * Dp;

@@ -1,0 +1,78 @@
+"""The non-finite rules (stated in the ops' docstrings and README), held by every backend."""
+import pytest
+import torch
+
+import genkernels as gk
+from conftest import compiled_backends
+
+BACKENDS = ["reference"] + compiled_backends("cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attention_nan_key(backend):
+    """NaN in an attended key makes the rows that attend to it NaN; other batches are unaffected."""
+    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
+    k[0, 1, 3, 2] = float("nan")
+    with gk.use_backend(backend):
+        out = gk.attention(q, k, v)
+    assert out[0, 1].isnan().all()
+    assert torch.isfinite(out[0, 0]).all() and torch.isfinite(out[1]).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("where", ["k", "v"])
+def test_attention_nan_in_padding_key_is_ignored(backend, where):
+    q, k, v = (torch.randn(2, 2, 5, 8, requires_grad=True) for _ in range(3))
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[:, 5:] = True
+    kk, vv = torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
+    (kk if where == "k" else vv)[:, :, 6] = float("nan")
+    kk.requires_grad_(True)
+    vv.requires_grad_(True)
+    with gk.use_backend(backend):
+        out = gk.attention(q, kk, vv, key_padding_mask=mask)
+        dq, dk, dv = torch.autograd.grad(out.sum(), (q, kk, vv))
+    want = gk.attention_reference(q.detach(), kk.detach()[:, :, :5], vv.detach()[:, :, :5])
+    torch.testing.assert_close(out.detach(), want, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(dq).all()
+    assert torch.isfinite(dk[:, :, :5]).all() and torch.isfinite(dv[:, :, :5]).all()
+    assert (dk[:, :, 5:] == 0).all() and (dv[:, :, 5:] == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vq_nan_and_inf_codes_never_win(backend):
+    z = torch.randn(6, 4)
+    e = torch.randn(5, 4)
+    e[0] = float("nan")
+    e[2, 1] = float("inf")
+    with gk.use_backend(backend):
+        idx, dist = gk.vq_nearest(z, e)
+    assert not ((idx == 0) | (idx == 2)).any(), idx
+    want = torch.cdist(z, e[[1, 3, 4]]).argmin(1)
+    assert torch.equal(idx, torch.tensor([1, 3, 4])[want])
+    assert torch.isfinite(dist).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vq_nan_row_of_z_gets_index_0(backend):
+    z = torch.randn(3, 4)
+    z[1, 2] = float("nan")
+    with gk.use_backend(backend):
+        idx, _ = gk.vq_nearest(z, torch.randn(5, 4))
+    assert idx[1] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_norm_nonfinite_poisons_its_group_only(backend, cl, bad):
+    x = torch.randn(2, 8, 5, 5)
+    x[1, 5, 2, 3] = bad  # sample 1, group 2 of 4
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with gk.use_backend(backend):
+        y = gk.group_norm_silu(x, 4)
+    assert y[1, 4:6].isnan().all()
+    keep = torch.ones(2, 8, dtype=torch.bool)
+    keep[1, 4:6] = False
+    assert torch.isfinite(y[keep]).all()
