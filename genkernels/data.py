@@ -14,6 +14,10 @@ Data sets (``DATASETS``: name -> ``loader(split, image_size) -> dict of tensors`
 - ``photos``: random square crops (32-256 px) of scikit-learn's two sample photographs, resized with
   antialiasing to ``image_size``, RGB. ``train`` crops come from the left 384 columns of each picture,
   ``test`` crops from the remaining 256, so no test pixel is ever seen in training.
+- image-to-image sets made from those two (end of the file): paired ``digits_thick`` (digit -> dilated
+  digit) and ``photos_gray`` (grey -> colour crop), with ``"target"``; unpaired ``digits_inverted`` and
+  ``photos_unpaired`` (the two photographs), with ``"image_b"``; multi-domain ``digits_domains``
+  (thick / red / slanted digits), with ``"domain"`` attribute vectors.
 
 Everything is deterministic (fixed seeds), so a split is the same on every machine and every call.
 Other data sets register themselves by appending a loader at the end of this file and a line to
@@ -137,7 +141,7 @@ def load_photos(split: str = "train", image_size: int = 32) -> Dict[str, Tensor]
 DATASETS: Dict[str, Callable[[str, int], Dict[str, Tensor]]] = {
     "digits": load_digits,
     "photos": load_photos,
-}
+}  # image-to-image sets (digits_thick, photos_gray, digits_inverted, photos_unpaired, digits_domains): end of file
 
 
 @functools.lru_cache(maxsize=32)
@@ -200,3 +204,94 @@ def get_batch(data: Dict[str, Tensor], batch_size: int, step: int, seed: int = 0
 
 __all__ = ["DATASETS", "SPLITS", "VOCAB", "batch_indices", "caption", "get_batch", "load", "load_digits",
            "load_photos", "num_rows", "tokenize"]
+
+
+# ------------------------------------------------------------------ image-to-image domains (pix2pix, cyclegan, stargan)
+# Paired sets add ``"target"`` (the output image of each input ``"image"``); unpaired sets add
+# ``"image_b"`` (domain B, drawn in an independent order, so row i of A and row i of B are unrelated);
+# multi-domain sets add ``"domain"`` (float {0, 1} attribute vectors, names in DOMAIN_ATTRIBUTES).
+# Strokes are reshaped at a 32-px base (one dilation pixel there is a fixed fraction of a digit), then
+# resized to ``image_size``.
+_BASE = 32
+DOMAIN_ATTRIBUTES = ("thick", "red", "slanted")
+
+
+def _resize(x: Tensor, image_size: int) -> Tensor:
+    if x.shape[-1] == image_size:
+        return x.contiguous()
+    return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                         antialias=image_size < x.shape[-1]).clamp_(-1.0, 1.0).contiguous()
+
+
+def _dilate(x: Tensor) -> Tensor:
+    """Morphological dilation of bright strokes on a dark ground (3x3 max filter)."""
+    return F.max_pool2d(x, 3, stride=1, padding=1)
+
+
+def _slant(x: Tensor, shear: float = 0.3) -> Tensor:
+    """Italic digits: shear rows sideways in proportion to their height (bottom left, top right)."""
+    theta = torch.tensor([[1.0, shear, 0.0], [0.0, 1.0, 0.0]]).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+
+
+def _unpaired_order(n: int, split: str) -> Tensor:
+    """An order of domain B's rows independent of domain A's (and fixed per split)."""
+    seed = {"train": 11, "test": 12}[split]
+    return torch.from_numpy(np.random.RandomState(seed).permutation(n))
+
+
+def load_digits_thick(split: str = "train", image_size: int = 32) -> Dict[str, Tensor]:
+    """Paired: a digit (``image``) and the same digit with strokes thickened by a 3x3 dilation at 32 px
+    (``target``)."""
+    d = load_digits(split, _BASE)
+    return {"image": _resize(d["image"], image_size), "target": _resize(_dilate(d["image"]), image_size),
+            "label": d["label"]}
+
+
+def load_photos_gray(split: str = "train", image_size: int = 32) -> Dict[str, Tensor]:
+    """Paired: the grey levels of a photo crop (``image``, 1 channel, ITU-R 601 luma) and the colour crop
+    (``target``, RGB), from the crops of ``photos``."""
+    d = load_photos(split, image_size)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return {"image": (d["image"] * luma).sum(1, keepdim=True).contiguous(), "target": d["image"],
+            "label": d["label"]}
+
+
+def load_digits_inverted(split: str = "train", image_size: int = 32) -> Dict[str, Tensor]:
+    """Unpaired: light digits on a dark ground (``image``) and dark digits on a light ground
+    (``image_b``, other rows of the same split, inverted)."""
+    d = load_digits(split, image_size)
+    order = _unpaired_order(len(d["image"]), split)
+    return {"image": d["image"], "label": d["label"],
+            "image_b": (-d["image"][order]).contiguous(), "label_b": d["label"][order]}
+
+
+def load_photos_unpaired(split: str = "train", image_size: int = 32) -> Dict[str, Tensor]:
+    """Unpaired: crops of the first photograph (china, ``image``) and of the second (flower, ``image_b``)."""
+    d = load_photos(split, image_size)
+    a, b = d["image"][d["label"] == 0], d["image"][d["label"] == 1]
+    n = min(len(a), len(b))
+    return {"image": a[:n].contiguous(), "image_b": b[_unpaired_order(n, split)].contiguous()}
+
+
+def load_digits_domains(split: str = "train", image_size: int = 32) -> Dict[str, Tensor]:
+    """Multi-domain (StarGAN): each digit drawn in RGB with three independent binary attributes
+    (``domain``, [N, 3] float in {0, 1}: DOMAIN_ATTRIBUTES = thick strokes (3x3 dilation at 32 px),
+    red strokes (else white), slanted (sheared 0.3)), each attribute on with probability 1/2."""
+    d = load_digits(split, _BASE)
+    x = d["image"]
+    rng = np.random.RandomState({"train": 21, "test": 22}[split])
+    domain = torch.from_numpy(rng.randint(0, 2, size=(len(x), len(DOMAIN_ATTRIBUTES))).astype(np.float32))
+    thick, red, slanted = (domain[:, i].bool().view(-1, 1, 1, 1) for i in range(3))
+    x = torch.where(thick, _dilate(x), x)
+    x = torch.where(slanted, _slant(x), x)
+    ink = (x + 1) / 2                                               # stroke coverage in [0, 1]
+    colour = torch.where(red, torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1),
+                         torch.ones(1, 3, 1, 1))                     # stroke colour in [-1, 1]
+    rgb = -1 + ink * (colour + 1)                                    # on a black ground
+    return {"image": _resize(rgb, image_size), "label": d["label"], "domain": domain}
+
+
+DATASETS.update(digits_thick=load_digits_thick, photos_gray=load_photos_gray, digits_inverted=load_digits_inverted,
+                photos_unpaired=load_photos_unpaired, digits_domains=load_digits_domains)
