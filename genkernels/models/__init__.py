@@ -15,6 +15,10 @@ from .base import Config, Model
 
 # model name -> module of genkernels.models that defines it (imported on first use)
 _REGISTRY: Dict[str, str] = {
+    "dcgan": "dcgan",
+    "cgan": "cgan",
+    "progan": "progan",
+    "stylegan": "stylegan",
 }
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import InstanceNorm2d
 from ..ops import adain
 from .base import Config, Model
 
@@ -53,6 +54,42 @@ class GANModel(Model):
 
     def ema_modules(self) -> List[str]:
         return ["generator"] if self.config.ema_decay else []
+
+    def randn(self, *shape: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Standard normal noise on the model's device and in its dtype: from `generator` (sampling;
+        drawn on the generator's device) or from the global RNG (training)."""
+        p = next(self.parameters())
+        if generator is None:
+            return torch.randn(*shape, device=p.device, dtype=p.dtype)
+        return torch.randn(*shape, generator=generator, device=generator.device, dtype=p.dtype).to(p.device)
+
+    @torch.no_grad()
+    def preview(self, batch: Dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        return self.generate(min(len(batch["image"]), 64), generator)
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test", num: int = 500, generator: Optional[torch.Generator] = None
+                 ) -> Dict[str, Any]:
+        """FD-digits and KID of `num` samples against as many held-out images (with the metrics'
+        floor and ceiling at the same size when the data is digits)."""
+        return sample_metrics(self, self.generate, split, num, generator)
+
+
+def sample_metrics(model: Model, sample: Callable[..., Tensor], split: str, num: int,
+                   generator: Optional[torch.Generator], **options: Any) -> Dict[str, Any]:
+    """FD-digits and KID of ``sample(n, generator, **options)`` against n held-out images of the model's
+    data (n = min(num, size of the split)), generated in chunks; bounds from genkernels.metrics."""
+    from .. import data, metrics
+    c = model.config
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    real = data.load(c.data, split, c.image_size)["image"][:num]
+    n = len(real)
+    fake = torch.cat([sample(min(256, n - i), generator, **options).float().cpu() for i in range(0, n, 256)])
+    out: Dict[str, Any] = {"num": n}
+    for name, fn in (("fd_digits", metrics.fd_digits), ("kid", metrics.kid)):
+        value = fn(fake, real)
+        out[name] = metrics.bounds(name, value, n, c.image_size) if c.data == "digits" else {"value": value}
+    return out
 
 
 def init_normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
@@ -150,7 +187,8 @@ class NoiseInjection(nn.Module):
                 generator: Optional[torch.Generator] = None) -> Tensor:
         if noise is None:
             N, _, H, W = x.shape
-            noise = torch.randn(N, 1, H, W, device=x.device, dtype=x.dtype, generator=generator)
+            device = x.device if generator is None else generator.device
+            noise = torch.randn(N, 1, H, W, device=device, dtype=x.dtype, generator=generator).to(x.device)
         return x + self.weight * noise
 
 
@@ -197,6 +235,59 @@ class DEpilogue(nn.Module):
         return self.out(lrelu(self.fc(x.flatten(1)))).squeeze(1)
 
 
+class GrowingDiscriminator(nn.Module):
+    """The ProGAN critic (also StyleGAN's): from-RGB 1x1 conv at each resolution 4 * 2^level, a DBlock per
+    doubling, the 4x4 epilogue. ``forward(img, level, alpha)`` runs the networks of resolution
+    4 * 2^level; with alpha < 1 the new top block is faded in over the half-resolution path."""
+
+    def __init__(self, channels: Sequence[int], in_channels: int, mbstd_group: int = 4):
+        super().__init__()
+        self.from_rgb = nn.ModuleList(EqualConv2d(in_channels, ch, 1) for ch in channels)
+        self.blocks = nn.ModuleList(DBlock(a, b) for a, b in zip(channels[1:], channels))   # level i -> i - 1
+        self.epilogue = DEpilogue(channels[0], mbstd_group)
+
+    def forward(self, img: Tensor, level: Optional[int] = None, alpha: float = 1.0) -> Tensor:
+        level = len(self.blocks) if level is None else level
+        x = lrelu(self.from_rgb[level](img))
+        if level > 0:
+            x = self.blocks[level - 1](x)
+            if alpha < 1:
+                x = torch.lerp(lrelu(self.from_rgb[level - 1](F.avg_pool2d(img, 2))), x, alpha)
+        for block in reversed(self.blocks[:level - 1] if level > 1 else []):
+            x = block(x)
+        return self.epilogue(x)
+
+
+class StyleLayer(nn.Module):
+    """One StyleGAN synthesis layer: [2x nearest upsample] [3x3 conv], per-pixel noise with a learned
+    per-channel scale, bias, LeakyReLU, then AdaIN of the style w through the fused adain op.
+    noise: "random" (fresh noise), "const" (a fixed map drawn at construction) or "none"."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
+                 upsample: bool = False, conv: bool = True):
+        super().__init__()
+        self.upsample = upsample
+        self.conv = EqualConv2d(in_channels, out_channels, 3, padding=1, bias=False) if conv else None
+        self.noise = NoiseInjection(out_channels)
+        self.bias = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+        self.style = StyleAdaIN(out_channels, w_dim)
+        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+
+    def forward(self, x: Tensor, w: Tensor, noise: str = "random",
+                generator: Optional[torch.Generator] = None) -> Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if self.conv is not None:
+            x = self.conv(x)
+        if noise == "random":
+            x = self.noise(x, generator=generator)
+        elif noise == "const":
+            x = self.noise(x, self.noise_const)
+        elif noise != "none":
+            raise ValueError(f"`noise` must be 'random', 'const' or 'none', got {noise!r}")
+        return self.style(lrelu(x + self.bias), w)
+
+
 # ---------------------------------------------------------------------------------------- losses
 def d_loss(kind: str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """The discriminator's loss on critic outputs for real and generated samples."""
@@ -237,3 +328,130 @@ def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
     x = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
     return grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
+# ------------------------------------------------------------------- image-to-image (pix2pix, cyclegan, stargan)
+NORMS = ("batch", "instance", "none")
+
+
+def norm_layer(kind: str, channels: int, affine: bool = False) -> nn.Module:
+    """The authors' norm choice of pix2pix / CycleGAN: BatchNorm2d (affine), or instance norm (no
+    affine by default, as their code) on the fused kernels (``genkernels.nn.InstanceNorm2d``)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return InstanceNorm2d(channels, affine=affine)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"`norm` must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix / CycleGAN's PatchGAN: 4x4 convs, stride 2 then two of stride 1, LeakyReLU(0.2), one
+    logit per overlapping patch. n_layers = 3 (the authors' default) sees 70x70-pixel patches.
+    Convs before a batch norm have no bias (the norm's shift replaces it), as in the authors' code."""
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
+        super().__init__()
+        bias = norm != "batch"
+        layers = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=bias),
+                       norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def patch_receptive_field(n_layers: int) -> int:
+    """Side in pixels of the input patch one PatchDiscriminator output sees (70 for n_layers = 3)."""
+    field = 4                                        # the output conv (4x4, stride 1)
+    for stride in [1] + [2] * n_layers:              # back through the hidden convs, last to first
+        field = (field - 1) * stride + 4
+    return field
+
+
+class ResnetBlock(nn.Module):
+    """x + conv3(relu(norm(conv3(x)))) then norm: the residual block of CycleGAN's generator (reflection
+    padding, instance norm without affine, biased convs) and StarGAN's (zero padding, affine instance
+    norm, convs without bias)."""
+
+    def __init__(self, channels: int, norm: str = "instance", padding_mode: str = "reflect",
+                 affine: bool = False, bias: bool = True):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode, bias=bias),
+            norm_layer(norm, channels, affine), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode, bias=bias),
+            norm_layer(norm, channels, affine))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class ImagePool(nn.Module):
+    """CycleGAN's history of generated images (Shrivastava et al. 2017): the discriminator sees a
+    fake from the current batch, or, with probability 1/2 once the pool is full, one stored earlier
+    (which the current image then replaces). The pool is a buffer, so checkpoints carry it and a
+    resumed run continues with the same history; randomness from torch's global RNG."""
+
+    def __init__(self, size: int, image_shape: tuple):
+        super().__init__()
+        if size < 0:
+            raise ValueError(f"ImagePool: `size` must be >= 0, got {size}")
+        self.size = size
+        self.register_buffer("images", torch.zeros(size, *image_shape))
+        self.register_buffer("count", torch.zeros(1, dtype=torch.int64))
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if self.size == 0:
+            return images
+        images = images.detach()
+        out = images.clone()
+        swap = (torch.rand(len(images)) < 0.5).tolist()
+        slot = torch.randint(self.size, (len(images),)).tolist()
+        count = int(self.count)
+        for i in range(len(images)):
+            if count < self.size:                     # filling up: store, return the image itself
+                self.images[count] = images[i]
+                count += 1
+            elif swap[i]:                             # return a stored image, keep the new one
+                out[i] = self.images[slot[i]]
+                self.images[slot[i]] = images[i]
+        self.count.fill_(count)
+        return out
+
+
+class LinearDecayAdam(torch.optim.Adam):
+    """Adam whose learning rate holds for the first ``decay_start`` of ``total_steps`` of its own steps
+    and then falls linearly to 0 at ``total_steps`` (CycleGAN's and StarGAN's schedule, counted in
+    steps instead of epochs). The count lives in the param groups, which ``state_dict`` saves, so a
+    resumed run continues the schedule where it was."""
+
+    def __init__(self, params, lr: float, betas=(0.5, 0.999), total_steps: int = 1, decay_start: float = 0.5):
+        if total_steps < 1 or not 0.0 <= decay_start <= 1.0:
+            raise ValueError(f"LinearDecayAdam: need total_steps >= 1 and 0 <= decay_start <= 1, "
+                             f"got {total_steps}, {decay_start}")
+        super().__init__(params, lr=lr, betas=betas)
+        for group in self.param_groups:
+            group.update(initial_lr=lr, steps_done=0, total_steps=total_steps,
+                         decay_from=int(decay_start * total_steps))
+
+    @staticmethod
+    def factor(steps_done: int, total_steps: int, decay_from: int) -> float:
+        if steps_done < decay_from:
+            return 1.0
+        return max(0.0, (total_steps - steps_done) / max(1, total_steps - decay_from))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for g in self.param_groups:
+            g["lr"] = g["initial_lr"] * self.factor(g["steps_done"], g["total_steps"], g["decay_from"])
+            g["steps_done"] += 1
+        return super().step(closure)
