@@ -44,3 +44,23 @@ def test_bad_config():
         _model(image_size=12)
     with pytest.raises(ValueError, match="loss"):
         _model(loss="bce")
+
+
+@pytest.mark.parametrize("name", ["dcgan", "cgan", "progan", "stylegan"])
+def test_generator_phase_leaves_no_gradient_on_the_critic(name):
+    """The trainer steps and clears only the phase's optimizer: the critic must get no gradient in "g"
+    (nor the generator in "d"), or it would leak into the next critic step."""
+    import genkernels.models as gm
+    torch.manual_seed(0)
+    m = gm.build(name, "tiny")
+    size = m.config.image_size
+    batch = {"image": torch.rand(4, 1, size, size) * 2 - 1, "label": torch.arange(4)}
+    loss, _ = m(batch, "g", step=0)
+    loss.backward()
+    assert all(p.grad is None for p in m.discriminator.parameters())
+    assert any(p.grad is not None for p in m.generator.parameters())
+    assert all(p.requires_grad for p in m.discriminator.parameters())
+    m.zero_grad(set_to_none=True)
+    loss, _ = m(batch, "d", step=0)
+    loss.backward()
+    assert all(p.grad is None for p in m.generator.parameters())

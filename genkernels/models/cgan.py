@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import adain
-from .gan_layers import GANConfig, GANModel, check_loss_kind, d_loss, g_loss, lrelu, sample_metrics
+from .gan_layers import GANConfig, GANModel, check_loss_kind, d_loss, frozen, g_loss, lrelu, sample_metrics
 
 Tensor = torch.Tensor
 
@@ -115,7 +115,8 @@ class CGAN(GANModel):
             loss = d_loss(self.config.loss, real_logits, fake_logits)
             return loss, {"d_loss": loss, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
         if phase == "g":
-            loss = g_loss(self.config.loss, self.discriminator(fake, fake_label))
+            with frozen(self.discriminator):
+                loss = g_loss(self.config.loss, self.discriminator(fake, fake_label))
             return loss, {"g_loss": loss}
         raise ValueError(f"`phase` must be 'd' or 'g', got {phase!r}")
 

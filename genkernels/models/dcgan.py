@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .gan_layers import GANConfig, GANModel, check_loss_kind, d_loss, g_loss, init_normal_
+from .gan_layers import GANConfig, GANModel, check_loss_kind, d_loss, frozen, g_loss, init_normal_
 
 Tensor = torch.Tensor
 
@@ -96,7 +96,8 @@ class DCGAN(GANModel):
             loss = d_loss(self.config.loss, real_logits, fake_logits)
             return loss, {"d_loss": loss, "d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
         if phase == "g":
-            loss = g_loss(self.config.loss, self.discriminator(fake))
+            with frozen(self.discriminator):
+                loss = g_loss(self.config.loss, self.discriminator(fake))
             return loss, {"g_loss": loss}
         raise ValueError(f"`phase` must be 'd' or 'g', got {phase!r}")
 

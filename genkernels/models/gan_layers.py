@@ -11,9 +11,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,20 @@ class GANModel(Model):
         """FD-digits and KID of `num` samples against as many held-out images (with the metrics'
         floor and ceiling at the same size when the data is digits)."""
         return sample_metrics(self, self.generate, split, num, generator)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """The generator's phase: the critic's parameters take no gradient (the trainer steps and clears
+    only the phase's optimizer, so gradients left on the critic would leak into its next step)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def sample_metrics(model: Model, sample: Callable[..., Tensor], split: str, num: int,

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gan_layers import (EqualConv2d, EqualLinear, GANConfig, GANModel, GrowingDiscriminator, gradient_penalty,
-                         lrelu, pixel_norm)
+from .gan_layers import (EqualConv2d, EqualLinear, GANConfig, GANModel, GrowingDiscriminator, frozen,
+                         gradient_penalty, lrelu, pixel_norm)
 
 Tensor = torch.Tensor
 
@@ -143,7 +143,8 @@ class ProGAN(GANModel):
             loss = -wdist + c.gp_weight * gp + c.drift * real_out.pow(2).mean()
             return loss, {"d_loss": loss, "wasserstein": wdist, "gp": gp, **at}
         if phase == "g":
-            loss = -critic(fake).mean()
+            with frozen(self.discriminator):
+                loss = -critic(fake).mean()
             return loss, {"g_loss": loss, **at}
         raise ValueError(f"`phase` must be 'd' or 'g', got {phase!r}")
 

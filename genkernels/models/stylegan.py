@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .gan_layers import (EqualConv2d, EqualLinear, GANConfig, GANModel, GrowingDiscriminator, StyleLayer,
-                         d_loss, g_loss, lrelu, pixel_norm, r1_penalty, sample_metrics)
+                         d_loss, frozen, g_loss, lrelu, pixel_norm, r1_penalty, sample_metrics)
 
 Tensor = torch.Tensor
 
@@ -191,7 +191,8 @@ class StyleGAN(GANModel):
             return loss, logs
         if phase == "g":
             ws = self.mixed_ws(len(real))
-            loss = g_loss("nonsaturating", D(G.synthesis(ws)))
+            with frozen(D):
+                loss = g_loss("nonsaturating", D(G.synthesis(ws)))
             logs = {"g_loss": loss}
             with torch.no_grad():
                 G.w_avg.lerp_(ws[:, 0].mean(0), 1 - c.w_avg_beta)
