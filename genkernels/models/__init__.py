@@ -2,6 +2,7 @@
 
     genkernels.models.names()                        # registered model names
     genkernels.models.build("vae", preset="digits", lr=1e-3)
+    genkernels.models.load("runs/vae")              # a trained model from a checkpoint directory
 
 Each model is a genkernels.models.base.Model subclass with a dataclass config and named presets.
 """
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Union
 
 from .base import Config, Model
 
 # model name -> module of genkernels.models that defines it (imported on first use)
-_REGISTRY: Dict[str, str] = {
+# (or the class itself, for models registered at run time with register())
+_REGISTRY: Dict[str, Union[str, type]] = {
     "dcgan": "dcgan",
     "cgan": "cgan",
     "progan": "progan",
@@ -29,6 +31,8 @@ def names() -> List[str]:
 def model_class(name: str) -> type:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}")
+    if isinstance(_REGISTRY[name], type):
+        return _REGISTRY[name]
     module = importlib.import_module(f".{_REGISTRY[name]}", __name__)
     cls = next((c for c in vars(module).values()
                 if isinstance(c, type) and issubclass(c, Model) and c.name == name), None)
@@ -51,7 +55,35 @@ def make_config(name: str, preset: str = "digits", **overrides: Any) -> Config:
 
 def build(name: str, preset: str = "digits", **overrides: Any) -> Model:
     """A freshly initialised model `name` with `preset` and field `overrides`."""
-    return model_class(name)(make_config(name, preset, **overrides))
+    model = model_class(name)(make_config(name, preset, **overrides))
+    model.preset = preset      # recorded in checkpoints
+    return model
 
 
-__all__ = ["Config", "Model", "build", "make_config", "model_class", "names"]
+def register(cls: type) -> type:
+    """Register a Model subclass defined outside this package under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Model)) or not cls.name:
+        raise TypeError(f"cls must be a Model subclass with a name, got {cls!r}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"a model named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a model added with register()."""
+    if not isinstance(_REGISTRY.get(name), type):
+        raise ValueError(f"{name!r} was not added with register()")
+    del _REGISTRY[name]
+
+
+def load(checkpoint_dir: str, *, name: Optional[str] = None, device: Any = "cpu", ema: bool = True) -> Model:
+    """The model trained into `checkpoint_dir` (genkernels.train.fit / `genkernels train`), in eval mode on
+    `device`, with its EMA weights when it has them and `ema`. With `name`, a checkpoint of another model
+    is an error. Errors (missing, truncated, corrupt, foreign) are genkernels.checkpoint.CheckpointError,
+    a ValueError."""
+    from ..checkpoint import load_model
+    return load_model(checkpoint_dir, name=name, device=device, use_ema=ema)
+
+
+__all__ = ["Config", "Model", "build", "load", "make_config", "model_class", "names", "register", "unregister"]
