@@ -328,7 +328,8 @@ def _fit(model, cfg, ck, out, seed, dev, rank, world, log_every, sample_every, c
             if cfg.grad_clip is not None:
                 step_logs[f"grad_norm_{phase}"] = torch.nn.utils.clip_grad_norm_(phase_params[phase], cfg.grad_clip)
             optimizers[phase].step()
-            optimizers[phase].zero_grad(set_to_none=True)
+            # all gradients, not only this phase's: a generator loss also reaches the critic's weights
+            model.zero_grad(set_to_none=True)
             step_logs["loss" if phase == "main" else f"loss_{phase}"] = loss.detach()
             for k, v in extra.items():
                 step_logs[k if k not in step_logs else f"{phase}/{k}"] = torch.as_tensor(v).detach()
