@@ -21,6 +21,9 @@ _REGISTRY: Dict[str, Union[str, type]] = {
     "cgan": "cgan",
     "progan": "progan",
     "stylegan": "stylegan",
+    "ddpm": "ddpm",
+    "ddim": "ddim",
+    "cfg": "cfg",
 }
 
 
@@ -86,4 +89,11 @@ def load(checkpoint_dir: str, *, name: Optional[str] = None, device: Any = "cpu"
     return load_model(checkpoint_dir, name=name, device=device, use_ema=ema)
 
 
-__all__ = ["Config", "Model", "build", "load", "make_config", "model_class", "names", "register", "unregister"]
+def load_diffusers_unet(m, config=None):
+    """Our UNet from a diffusers UNet2DConditionModel (see genkernels.models.unet.load_diffusers_unet)."""
+    from .unet import load_diffusers_unet as _load
+    return _load(m, config)
+
+
+__all__ = ["Config", "Model", "build", "load", "make_config", "model_class", "names", "register", "unregister",
+           "load_diffusers_unet"]
