@@ -5,7 +5,7 @@ import torch
 import genkernels
 from genkernels.models import blocks
 
-from conftest import compiled_backends
+from autoencoder_helpers import BACKENDS, close
 
 d_resnet = pytest.importorskip("diffusers.models.resnet")
 from diffusers.models import downsampling as d_down, embeddings as d_emb, upsampling as d_up  # noqa: E402
@@ -13,13 +13,6 @@ from diffusers.models.autoencoders import vae as d_vae  # noqa: E402
 from diffusers.models.unets import unet_2d_blocks as d_blocks  # noqa: E402
 
 # the CPU kernels and the reference (the Triton interpreter is slow and covered by the op tests)
-BACKENDS = ["reference"] + [b for b in compiled_backends(torch.device("cpu")) if b == "cpu"]
-
-
-def _close(got, want, what=""):
-    """float32 agreement: errors of a few ulps of the tensor's largest magnitude (sums reorder)."""
-    scale = max(1.0, want.abs().max().item())
-    torch.testing.assert_close(got, want, atol=2e-5 * scale, rtol=1e-4, msg=lambda m: f"{what}: {m}")
 
 
 def _randomize(module, seed=0):
@@ -43,17 +36,17 @@ def _check(theirs, ours, *inputs, grad=True, ours_kwargs=None, theirs_kwargs=Non
     xs_b = [x.clone().requires_grad_(grad and x.is_floating_point()) for x in inputs]
     want = theirs(*xs_a, **(theirs_kwargs or {}))
     got = ours(*xs_b, **(ours_kwargs or {}))
-    _close(got, want, "output")
+    close(got, want, "output")
     if grad:
         g = torch.randn_like(want)
         want.backward(g)
         got.backward(g)
         for a, b in zip(xs_a, xs_b):
             if a.grad is not None:
-                _close(b.grad, a.grad, "input grad")
+                close(b.grad, a.grad, "input grad")
         mine = dict(ours.named_parameters())
         for n, pa in theirs.named_parameters():
-            _close(mine[n].grad, pa.grad, f"grad of {n}")
+            close(mine[n].grad, pa.grad, f"grad of {n}")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -21,6 +21,9 @@ _REGISTRY: Dict[str, Union[str, type]] = {
     "cgan": "cgan",
     "progan": "progan",
     "stylegan": "stylegan",
+    "autoencoder": "autoencoder",
+    "vae": "vae",
+    "vqvae": "vqvae",
     "pix2pix": "pix2pix",
     "cyclegan": "cyclegan",
     "stargan": "stargan",
@@ -98,5 +101,17 @@ def load_diffusers_unet(m, config=None):
     return _load(m, config)
 
 
+def load_diffusers_vae(m, config=None, **overrides):
+    """Our VAE from a diffusers AutoencoderKL, an instance or its state dict + config (genkernels.models.vae)."""
+    from .vae import load_diffusers_vae as _load
+    return _load(m, config, **overrides)
+
+
+def load_diffusers_vq(m, config=None, **overrides):
+    """Our VQVAE from a diffusers VQModel, an instance or its state dict + config (genkernels.models.vqvae)."""
+    from .vqvae import load_diffusers_vq as _load
+    return _load(m, config, **overrides)
+
+
 __all__ = ["Config", "Model", "build", "load", "make_config", "model_class", "names", "register", "unregister",
-           "load_diffusers_unet"]
+           "load_diffusers_unet", "load_diffusers_vae", "load_diffusers_vq"]
