@@ -322,7 +322,12 @@ def _load_for_inference(args):
     genkernels.use_backend(args.backend)
     models.model_class(args.model)                       # an unknown model is named as such
     device = args.device or _default_device()
-    model = models.load(args.checkpoint, name=args.model, device=device, ema=not args.no_ema)
+    if getattr(args, "from_pretrained", None):   # a model's sample option: real weights from a local folder
+        model = models.model_class(args.model).from_pretrained(args.from_pretrained).to(device)
+    elif not args.checkpoint:
+        raise _BadInput("--checkpoint DIR is required")
+    else:
+        model = models.load(args.checkpoint, name=args.model, device=device, ema=not args.no_ema)
     return model, torch.Generator(device).manual_seed(args.seed)
 
 
@@ -335,7 +340,7 @@ def _sample(args) -> int:
     if args.num < 1:
         raise _BadInput(f"--num must be >= 1, got {args.num}")
     images = model.generate(args.num, gen, **options)
-    out = args.out or os.path.join(args.checkpoint, "sample.png")
+    out = args.out or os.path.join(args.checkpoint or ".", "sample.png")
     train.save_grid(images, out, nrow=args.nrow)
     print(f"wrote {out} ({len(images)} images {tuple(images.shape[1:])})")
     return 0
@@ -397,7 +402,7 @@ def _add_model_commands(sub, argv: List[str]) -> None:
 
     sp = sub.add_parser("sample", help="images from a trained model, as a PNG grid")
     common(sp)
-    sp.add_argument("--checkpoint", required=True, help="run directory of `genkernels train`")
+    sp.add_argument("--checkpoint", help="run directory of `genkernels train` (or the model's --from-pretrained)")
     sp.add_argument("--num", type=int, default=64)
     sp.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
     sp.add_argument("--out", default=None, help="PNG file (default CHECKPOINT/sample.png)")

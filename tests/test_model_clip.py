@@ -77,15 +77,22 @@ def test_word_tokenizer_truncates_as_clip():
     assert enc(ids).last_hidden_state.shape == (2, 6, 16)
 
 
-def test_clip_bpe_tokenizer_from_local_files(tmp_path):
+def write_tiny_bpe(path):
+    """A CLIP BPE vocabulary of single letters (+ one merge, "h a") as vocab.json / merges.txt in `path`."""
     vocab = {}
     for c in "abcdefghijklmnopqrstuvwxyz":
         vocab[c] = len(vocab)
         vocab[c + "</w>"] = len(vocab)
+    vocab["ha"] = len(vocab)
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\nh a\n")
+    return vocab
+
+
+def test_clip_bpe_tokenizer_from_local_files(tmp_path):
+    vocab = write_tiny_bpe(tmp_path)
     tok = load_tokenizer(str(tmp_path), context_length=8)
     assert isinstance(tok, CLIPBPETokenizer)
     bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]

@@ -30,6 +30,8 @@ _REGISTRY: Dict[str, Union[str, type]] = {
     "ddpm": "ddpm",
     "ddim": "ddim",
     "cfg": "cfg",
+    "ldm": "ldm",
+    "stable_diffusion": "stable_diffusion",
 }
 
 

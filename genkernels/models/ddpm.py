@@ -112,6 +112,10 @@ class DDPM(Model):
         """The class labels the UNet sees in training (None: unconditional)."""
         return None
 
+    def condition(self, batch: Dict[str, Tensor]) -> Dict[str, Any]:
+        """The UNet's conditioning keywords in training (text embeddings in stable_diffusion.py)."""
+        return {"class_labels": self.train_labels(batch)}
+
     # ------------------------------------------------------------------ training
     def ema_modules(self):
         return ["unet"]
@@ -124,7 +128,7 @@ class DDPM(Model):
         pt = self.config.prediction_type
         target = (noise if pt == "epsilon" else x0 if pt == "sample"
                   else self.noise_schedule.get_velocity(x0, noise, t))
-        loss = F.mse_loss(self.unet(xt, t, class_labels=self.train_labels(batch)), target)
+        loss = F.mse_loss(self.unet(xt, t, **self.condition(batch)), target)
         return loss, {"mse": loss}
 
     # ------------------------------------------------------------------ sampling
