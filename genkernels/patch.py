@@ -53,14 +53,23 @@ KIND_OP = {"resnet_block": "group_norm_silu", "norm_out": "group_norm_silu", "gr
            "instance_norm": "adain", "attention": "attention", "multihead_attention": "attention",
            "vq_quantizer": "vq_nearest", "scheduler": "ddim_step/ddpm_step"}
 _STATE = "_genkernels_patch"  # the undo records, kept on the patched object
+_NOTES = {
+    "attention": "attention: calls with an attention_mask run the replaced diffusers processor",
+    "multihead_attention": ("multihead_attention: calls with need_weights=True (torch's default), attn_mask, "
+                            "is_causal, a float key_padding_mask or dropout in training run torch's forward"),
+    "scheduler": ("scheduler: a pipeline loop that combines [uncond; cond] itself (StableDiffusionPipeline) calls "
+                  "the fused step with the guided output; CFG is fused only where a loop passes guidance_scale"),
+}
 
 
 # ------------------------------------------------------------------------------------------- report
 @dataclass
 class PatchReport:
-    """What ``patch`` did: ``patched`` [(path, kind)], ``left`` [(path, kind, reason)]."""
+    """What ``patch`` did: ``patched`` [(path, kind)], ``left`` [(path, kind, reason)], and ``notes``:
+    calls that a patched module hands back to the original code at run time."""
     patched: List[Tuple[str, str]] = field(default_factory=list)
     left: List[Tuple[str, str, str]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
     def counts(self) -> Dict[str, int]:
         return dict(Counter(kind for _, kind in self.patched))
@@ -68,7 +77,7 @@ class PatchReport:
     def to_dict(self) -> dict:
         return {"patched": self.counts(),
                 "patched_modules": [{"module": p, "kind": k} for p, k in self.patched],
-                "left": [{"module": p, "kind": k, "reason": r} for p, k, r in self.left]}
+                "left": [{"module": p, "kind": k, "reason": r} for p, k, r in self.left], "notes": list(self.notes)}
 
     def __len__(self) -> int:
         return len(self.patched)
@@ -81,6 +90,7 @@ class PatchReport:
         for (kind, reason), n in sorted(by_reason.items()):
             first = next(p for p, k, r in self.left if (k, r) == (kind, reason))
             lines.append(f"  left    {kind:<20} {n:4d}  {reason} (e.g. {first or '<root>'})")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -178,6 +188,9 @@ class _Patcher:
 
     def done(self, path: str, kind: str):
         self.report.patched.append((path, kind))
+        note = _NOTES.get(kind)
+        if note and note not in self.report.notes:
+            self.report.notes.append(note)
 
     def leave(self, path: str, kind: str, reason: str):
         self.report.left.append((path, kind, reason))

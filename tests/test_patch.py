@@ -162,6 +162,7 @@ def test_pipeline_float32_and_scheduler_swap():
     assert report.counts() == {"scheduler": 1, "norm_out": 3, "resnet_block": n_of(pipe.unet, ResnetBlock2D) + n_of(vae, ResnetBlock2D),
                                "attention": n_of(pipe.unet, Attention) + n_of(vae, Attention)}
     assert isinstance(pipe.scheduler, genkernels.nn.DDIMScheduler)
+    assert any(n.startswith("scheduler:") for n in report.notes) and "note: scheduler" in str(report)
     assert any(p.startswith("vae.") for p, _ in report.patched) and any(p.startswith("unet.") for p, _ in report.patched)
     with torch.no_grad():
         close(run(pipe), before, torch.float32, "pipeline")
@@ -292,6 +293,7 @@ def test_report_printable_dict_and_ops_filter():
     assert isinstance(report, PatchReport) and "attention" in str(report)
     d = json.loads(json.dumps(report.to_dict()))
     assert d["patched"] == {"attention": 8} and len(d["patched_modules"]) == 8
+    assert len(d["notes"]) == 1 and "attention_mask" in d["notes"][0]
     genkernels.unpatch(unet)
     with pytest.raises(ValueError, match="ops"):
         genkernels.patch(unet, ops=["conv"])
