@@ -9,7 +9,10 @@ DistributedDataParallel when distributed), backward, gradient clipping to ``conf
 phase's optimizer step; then the EMA of ``model.ema_modules()`` (decay ``config.ema_decay``).
 Batches come from :func:`genkernels.data.get_batch`, a pure function of (seed, step, rank), and the
 model's randomness from torch's global RNG, seeded with seed + rank and saved in every checkpoint: so
-``--resume`` continues exactly (N steps then M steps gives the weights and losses of N + M steps).
+``--resume`` continues exactly: a run resumed after a crash ends where an uninterrupted one does, and
+N steps then M more give the weights and losses of N + M steps for models whose updates do not depend
+on the total number of steps (a learning-rate decay over ``config.steps`` changes with ``steps``, and
+what a model keeps in its optimizers' param_groups is restored as saved).
 
 Written into ``out`` (rank 0 only): ``metrics.jsonl`` (one JSON object per logged step: ``step``,
 ``time`` in seconds of training, ``loss`` / ``loss_<phase>`` and the model's named logs),
@@ -288,8 +291,9 @@ def _fit(model, cfg, ck, out, seed, dev, rank, world, log_every, sample_every, c
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        # find_unused_parameters: a phase (a GAN's "d") trains only part of the model
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+        # with several phases, each (a GAN's "d", "g") reaches only part of the model
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                  find_unused_parameters=len(optimizers) > 1)
 
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     bar = None
