@@ -48,8 +48,8 @@ def test_bad_config():
 
 @pytest.mark.parametrize("name", ["dcgan", "cgan", "progan", "stylegan"])
 def test_generator_phase_leaves_no_gradient_on_the_critic(name):
-    """The trainer steps and clears only the phase's optimizer: the critic must get no gradient in "g"
-    (nor the generator in "d"), or it would leak into the next critic step."""
+    """The critic gets no gradient in "g" (nor the generator in "d"): nothing wasted, nothing to leak
+    into the other network's next step."""
     import genkernels.models as gm
     torch.manual_seed(0)
     m = gm.build(name, "tiny")

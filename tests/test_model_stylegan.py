@@ -86,10 +86,9 @@ def test_path_length_double_backward_fused_equals_reference():
         m = _model().double()
         with genkernels.use_backend(backend):
             torch.manual_seed(5)
-            pl, length = m.path_length_penalty(3)
-            m.pl_mean.fill_(0.5 * length.item())     # a non-zero penalty
+            pl, length = m.path_length_penalty(3, step=0)
             torch.manual_seed(5)
-            pl, _ = m.path_length_penalty(3)
+            pl, _ = m.path_length_penalty(3, step=1)   # against the mean that includes step 0
             pl.backward()
         grads[backend] = {n: p.grad.clone() for n, p in m.generator.named_parameters() if p.grad is not None}
         assert pl.item() > 0
@@ -112,3 +111,16 @@ def test_noise_inputs_have_learned_per_channel_scales():
             l.noise.weight.fill_(0.5)
     c = m.generate(2, torch.Generator().manual_seed(0), truncation=1.0, noise="random")
     assert not torch.allclose(a, c)
+
+
+def test_path_length_target_is_the_mean_of_earlier_steps():
+    m = _model(pl_decay=0.5)
+    torch.manual_seed(0)
+    pl0, len0 = m.path_length_penalty(2, step=0)
+    assert m.pl_mean.item() == 0 and pl0.item() > 0               # nothing earlier: target 0
+    torch.manual_seed(0)
+    again, _ = m.path_length_penalty(2, step=0)                   # the same step evaluated again
+    torch.testing.assert_close(again, pl0)
+    torch.manual_seed(1)
+    m.path_length_penalty(2, step=4)
+    assert m.pl_mean.item() == pytest.approx(0.5 * len0.item(), rel=1e-5)

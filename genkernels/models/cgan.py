@@ -25,7 +25,7 @@ class CGANConfig(GANConfig):
     image_size: int = 16
     num_classes: int = 10
     z_dim: int = 64
-    channels: Tuple[int, ...] = (128, 64, 32)   # generator channels at 4x4, 8x8, ... (D uses them reversed)
+    channels: Tuple[int, ...] = (64, 32, 16)    # generator channels at 4x4, 8x8, ... (D uses them reversed)
     loss: str = "hinge"
     lr: float = 2e-4
     beta1: float = 0.0                          # the projection-discriminator paper's Adam(2e-4, 0, 0.9)
@@ -90,7 +90,7 @@ class CGAN(GANModel):
                                       help="the class (digit) to draw; default: cycle through the classes")}
     presets: Dict[str, Dict[str, Any]] = {
         "tiny": dict(image_size=8, z_dim=8, channels=(16, 8), batch_size=8, steps=4),
-        "digits": dict(image_size=16, z_dim=64, channels=(128, 64, 32), batch_size=64, steps=3000),
+        "digits": dict(image_size=16, z_dim=64, channels=(64, 32, 16), batch_size=64, steps=1500),
         # the projection discriminator paper's 32x32 scale (CIFAR-10 there; the photos' two classes here)
         "paper": dict(data="photos", in_channels=3, num_classes=2, image_size=32, z_dim=128,
                       channels=(256, 256, 256, 128), batch_size=64, steps=50000),

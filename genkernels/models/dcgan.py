@@ -76,7 +76,7 @@ class DCGAN(GANModel):
     Config = DCGANConfig
     presets: Dict[str, Dict[str, Any]] = {
         "tiny": dict(image_size=8, z_dim=8, g_channels=8, d_channels=8, batch_size=8, steps=4),
-        "digits": dict(image_size=16, z_dim=64, g_channels=64, d_channels=64, batch_size=64, steps=3000),
+        "digits": dict(image_size=16, z_dim=64, g_channels=32, d_channels=32, batch_size=64, steps=1500),
         # the paper's 64x64 networks (LSUN / faces there; the shipped photographs here)
         "paper": dict(data="photos", in_channels=3, image_size=64, z_dim=100, g_channels=64, d_channels=64,
                       batch_size=128, steps=20000),

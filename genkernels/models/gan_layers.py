@@ -78,8 +78,8 @@ class GANModel(Model):
 
 @contextlib.contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
-    """The generator's phase: the critic's parameters take no gradient (the trainer steps and clears
-    only the phase's optimizer, so gradients left on the critic would leak into its next step)."""
+    """The generator's phase: the critic's parameters take no gradient (none computed, none left for
+    the critic's next step, whatever the loop does with gradients between phases)."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)

@@ -29,9 +29,9 @@ Tensor = torch.Tensor
 @dataclass
 class ProGANConfig(GANConfig):
     image_size: int = 16
-    z_dim: int = 128
-    channels: Tuple[int, ...] = (128, 128, 64)    # per resolution 4, 8, ..., image_size
-    steps_per_phase: int = 500                    # steps at 4x4, then per fade-in and per stable phase
+    z_dim: int = 64
+    channels: Tuple[int, ...] = (64, 32, 16)      # per resolution 4, 8, ..., image_size
+    steps_per_phase: int = 250                    # steps at 4x4, then per fade-in and per stable phase
     gp_weight: float = 10.0
     drift: float = 0.001                          # epsilon_drift * E[D(real)^2] keeps the critic near 0
     mbstd_group: int = 4
@@ -88,8 +88,8 @@ class ProGAN(GANModel):
     Config = ProGANConfig
     presets: Dict[str, Dict[str, Any]] = {
         "tiny": dict(image_size=8, z_dim=16, channels=(16, 8), steps_per_phase=2, batch_size=8, steps=6),
-        "digits": dict(image_size=16, z_dim=128, channels=(128, 128, 64), steps_per_phase=400, batch_size=64,
-                       steps=3000),
+        "digits": dict(image_size=16, z_dim=64, channels=(64, 32, 16), steps_per_phase=250, batch_size=32,
+                       steps=1800),
         # the paper's CelebA-HQ 1024x1024 networks (800k images per phase at batch 16)
         "paper": dict(data="photos", in_channels=3, image_size=1024, z_dim=512,
                       channels=(512, 512, 512, 512, 256, 128, 64, 32, 16), steps_per_phase=50000,

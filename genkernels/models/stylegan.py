@@ -27,11 +27,11 @@ Tensor = torch.Tensor
 @dataclass
 class StyleGANConfig(GANConfig):
     image_size: int = 16
-    z_dim: int = 128
-    w_dim: int = 128
+    z_dim: int = 64
+    w_dim: int = 64
     mapping_layers: int = 8
     mapping_lr_mul: float = 0.01
-    channels: Tuple[int, ...] = (128, 128, 64)    # synthesis and critic channels per resolution 4, 8, ..., image_size
+    channels: Tuple[int, ...] = (64, 32, 16)      # synthesis and critic channels per resolution 4, 8, ..., image_size
     style_mixing_prob: float = 0.9
     truncation_psi: float = 0.7                   # default of generate(); 1 = no truncation
     w_avg_beta: float = 0.995                     # tracking of the average w
@@ -122,8 +122,8 @@ class StyleGAN(GANModel):
     presets: Dict[str, Dict[str, Any]] = {
         "tiny": dict(image_size=8, z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 8), batch_size=4,
                      r1_interval=2, pl_interval=2, steps=4),
-        "digits": dict(image_size=16, z_dim=128, w_dim=128, mapping_layers=8, channels=(128, 128, 64),
-                       batch_size=32, steps=3000),
+        "digits": dict(image_size=16, z_dim=64, w_dim=64, mapping_layers=8, channels=(64, 32, 16),
+                       batch_size=32, steps=1500),
         # the paper's FFHQ 1024x1024 networks
         "paper": dict(data="photos", in_channels=3, image_size=1024, z_dim=512, w_dim=512, mapping_layers=8,
                       channels=(512, 512, 512, 512, 256, 128, 64, 32, 16), batch_size=32, steps=780000),
@@ -139,7 +139,12 @@ class StyleGAN(GANModel):
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(config, name)}")
         self.generator = Generator(config)
         self.discriminator = GrowingDiscriminator(config.channels, config.in_channels, config.mbstd_group)
+        # path-length target: the running mean of the lengths of earlier regularisation steps; this
+        # step's lengths enter it at the next one (so a step's loss does not depend on how often it is
+        # evaluated, and resume carries the three buffers)
         self.register_buffer("pl_mean", torch.zeros(()))
+        self.register_buffer("pl_mean_next", torch.zeros(()))
+        self.register_buffer("pl_step", torch.tensor(-1, dtype=torch.int64))
 
     def optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         """Adam per network with StyleGAN2's lazy-regularisation correction: a regulariser applied every
@@ -164,15 +169,19 @@ class StyleGAN(GANModel):
             ws = torch.cat([ws[:, :cut], G.ws(self.randn(n, c.z_dim))[:, cut:]], dim=1)
         return ws
 
-    def path_length_penalty(self, n: int) -> Tuple[Tensor, Tensor]:
+    def path_length_penalty(self, n: int, step: int = 0) -> Tuple[Tensor, Tensor]:
         """StyleGAN2's path-length regulariser: E[(|J_w^T y| - a)^2] with y ~ N(0, I) / sqrt(H W) on the
-        image and a the running mean of the lengths. Returns (penalty, mean length)."""
+        image and a the running mean (decay pl_decay) of the lengths at earlier steps. Returns (penalty,
+        mean length)."""
+        if step != int(self.pl_step):
+            self.pl_mean.copy_(self.pl_mean_next)
+            self.pl_step.fill_(step)
         ws = self.generator.ws(self.randn(n, self.config.z_dim))
         img = self.generator.synthesis(ws)
         y = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         (grad,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
         lengths = grad.pow(2).sum(2).mean(1).sqrt()
-        self.pl_mean.lerp_(lengths.mean().detach(), self.config.pl_decay)
+        self.pl_mean_next.copy_(torch.lerp(self.pl_mean, lengths.mean().detach(), self.config.pl_decay))
         return (lengths - self.pl_mean).pow(2).mean(), lengths.mean()
 
     def forward(self, batch: Dict[str, Tensor], phase: str = "d", step: int = 0) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -197,7 +206,7 @@ class StyleGAN(GANModel):
             with torch.no_grad():
                 G.w_avg.lerp_(ws[:, 0].mean(0), 1 - c.w_avg_beta)
             if c.pl_weight > 0 and step % c.pl_interval == 0:
-                pl, length = self.path_length_penalty(max(1, len(real) // c.pl_batch_shrink))
+                pl, length = self.path_length_penalty(max(1, len(real) // c.pl_batch_shrink), step)
                 loss = loss + c.pl_weight * pl * c.pl_interval
                 logs.update(pl=pl, pl_length=length)
             return loss, logs
