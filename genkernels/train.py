@@ -305,7 +305,7 @@ def _fit(model, cfg, ck, out, seed, dev, rank, world, log_every, sample_every, c
         rng = _gather_rng(dev, world)            # collective
         if main and out is not None:
             state = {"step": step, "seed": seed, "world_size": world, "time": round(elapsed + time.perf_counter() - t0, 3),
-                     "logs": logs}
+                     "logs": logs, "rng_states": sorted(f"rng.{k}" for k in rng)}   # tensors of the safetensors file
             ckpt_io.save(out, model, ema=ema, optimizers=optimizers, rng=rng, state=state)
 
     def preview(step: int) -> None:

@@ -53,6 +53,7 @@ def test_resume_is_bit_for_bit(tmp_path):
         if not k.startswith("rng"):
             assert torch.equal(a.tensors[k], b.tensors[k]), k      # EMA and Adam moments too
     assert torch.equal(a.tensors["rng.torch.0"], b.tensors["rng.torch.0"])
+    assert json.load(open(os.path.join(part, "state.json")))["rng_states"] == ["rng.torch.0"]
 
 
 class Crash(Exception):
