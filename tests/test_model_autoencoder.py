@@ -66,3 +66,22 @@ def test_evaluate_reports_psnr_baseline_and_bounds():
 @pytest.mark.long
 def test_digits_training_beats_bicubic():
     train_digits("autoencoder")
+
+
+@pytest.mark.parametrize("name", ["autoencoder", "vae", "vqvae"])
+def test_benchmark_cases_compare_like_with_like(name):
+    """genkernels.bench_models: the eager / compile baselines (torch's GroupNorm and SDPA) compute what
+    the fused model computes, for the decode and the training step of every registered case."""
+    from genkernels import benchmark as gb
+    cases = gb.cases(name, "cpu", quick=True)
+    assert [c.pass_ for c in cases] == ["fwd+bwd", "fwd"]
+    for case in cases:
+        outs = {}
+        for impl in ("eager", "genkernels[cpu]", "genkernels[reference]"):
+            fn = case.setup([impl])[impl]    # fresh weights each: a VQ training step moves its codebook
+            torch.manual_seed(0)             # the VAE's eps, the VQ restarts
+            outs[impl] = fn()
+        for impl in ("genkernels[cpu]", "genkernels[reference]"):
+            want, got = outs["eager"], outs[impl]
+            for a, b in zip(want if isinstance(want, tuple) else [want], got if isinstance(got, tuple) else [got]):
+                torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
