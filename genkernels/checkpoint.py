@@ -51,6 +51,14 @@ def atomic_write(path: str, blob: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    try:   # make the rename itself durable (not possible on every file system)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
 def _json(obj: Any) -> str:
