@@ -106,8 +106,8 @@ class StarGAN(GANModel):
     presets = {
         "tiny": dict(image_size=16, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, n_critic=2,
                      batch_size=4, steps=20),
-        "digits": dict(image_size=32, g_conv_dim=16, d_conv_dim=32, g_repeat_num=4, d_repeat_num=4,
-                       batch_size=16, steps=3000),
+        "digits": dict(image_size=16, g_conv_dim=16, d_conv_dim=32, g_repeat_num=3, d_repeat_num=3,
+                       batch_size=16, steps=1000),
         # the authors' CelebA defaults (128x128, 5 attributes, 200k iterations) on our 3-attribute digits
         "paper": dict(image_size=128, g_conv_dim=64, d_conv_dim=64, g_repeat_num=6, d_repeat_num=6,
                       batch_size=16, steps=200_000),
@@ -181,7 +181,8 @@ class StarGAN(GANModel):
 
     @torch.no_grad()
     def preview(self, batch: Dict[str, Tensor], generator: torch.Generator) -> Tensor:
-        """Each of up to 8 inputs followed by its translations to every domain (one row per input)."""
+        """Each of up to 8 inputs followed by its translations to the 8 domains (72 images: the trainer's
+        square grid is 9 wide, one input a row)."""
         x = batch["image"][:8].cpu()
         doms = self.domains()
         outs = [self.translate(x, d.expand(len(x), -1)) for d in doms]
