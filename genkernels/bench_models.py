@@ -16,6 +16,60 @@ import torch
 from .benchmark import COMPILE, EAGER, Case, backend_of, impl_names, make_pass, register
 
 
+# ------------------------------------------------------------------------------------------ CycleGAN
+# The authors' resnet_9blocks generator (ngf 64, 11.4 M parameters, 18 + 6 instance norms) on one 256x256
+# RGB image, forward only. Impls: ``eager`` / ``compile``: the same weights with torch's own
+# ``nn.InstanceNorm2d`` (plain PyTorch, and ``torch.compile`` of it); ``genkernels[b]``: the model as
+# written (instance norms on the fused kernels) on backend b. ``--quick``: 128x128.
+
+
+def _cyclegan_generator(device):
+    from .models.cyclegan import ResnetGenerator
+    from .models.gan_layers import init_normal_
+    torch.manual_seed(0)
+    return init_normal_(ResnetGenerator(3, 3, ngf=64, n_blocks=9)).to(device).eval()
+
+
+def _with_torch_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` whose genkernels instance norms are torch's own (same parameters, same function)."""
+    from .nn import InstanceNorm2d
+    copy_ = copy.deepcopy(module)
+    for m in copy_.modules():
+        if type(m) is InstanceNorm2d:
+            m.__class__ = torch.nn.InstanceNorm2d
+    return copy_
+
+
+def _cyclegan_setup(device, size):
+    def setup(names):
+        gen = _cyclegan_generator(device)
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+        plain = _with_torch_norms(gen)
+        out = {}
+        for name in names:
+            if name == EAGER:
+                out[name] = make_pass(plain, [x])
+            elif name == COMPILE:
+                torch._dynamo.reset()
+                out[name] = make_pass(torch.compile(plain, dynamic=False), [x])
+            else:
+                out[name] = make_pass(gen, [x], backend=backend_of(name))
+        return out
+    return setup
+
+
+@register("cyclegan")
+def _cyclegan_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """CycleGAN's generator forward at 256x256 (batch 1, float32): fused vs reference vs torch.compile.
+    bytes_moved: the weights and the input and output image (a lower bound)."""
+    size = 128 if quick else 256
+    x_bytes = 4 * 3 * size * size
+    params = sum(p.numel() * 4 for p in _cyclegan_generator("meta").parameters())
+    return [Case("cyclegan", f"generator_{size}", torch.float32, "nchw", "fwd", device, params + 2 * x_bytes,
+                 x_bytes, _cyclegan_setup(device, size), impl_names(device, reference=True),
+                 {"model": "cyclegan resnet_9blocks", "batch": 1})]
+
+
 # ------------------------------------------------------------------------------------------ autoencoders
 # autoencoder / vae / vqvae (genkernels.models.autoencoder, vae, vqvae): one training step (loss forward +
 # gradients of every parameter; the optimizer update is the same for every impl and left out) and one
@@ -134,3 +188,124 @@ def _ae_cases(name: str, device: torch.device, quick: bool) -> List[Case]:
 
 for _name in ("autoencoder", "vae", "vqvae"):
     register(_name)(lambda device, quick, reference, _name=_name: _ae_cases(_name, device, quick))
+
+
+# ------------------------------------------------------------------------------------------ UNet (SD 1.5)
+# One denoising step of Stable Diffusion 1.5's UNet architecture on batch 2 ([uncond; cond] of CFG) with
+# 77 text tokens of 768 channels, and a whole 20-step DDIM + CFG sampling loop. Impls: ``eager`` /
+# ``compile``: diffusers' own UNet2DConditionModel with the same weights (plain PyTorch, and
+# torch.compile of it), the loop with diffusers' DDIMScheduler and guidance written as its pipelines do;
+# ``genkernels[b]``: genkernels.models.unet on backend b, the loop with genkernels.nn.DDIMScheduler
+# (guidance fused into the step). GPU: full width, 64x64 latents, float16. CPU: the same architecture at
+# reduced width and latent size, float32.
+UNET_TOKENS, UNET_STEPS, UNET_GUIDANCE = 77, 20, 7.5
+
+
+def _unet_shape(device, loop: bool):
+    """(UNet config, latent size, dtype) of the cases on `device`."""
+    from .models.unet import SD15_UNET
+    if device.type == "cuda":
+        return dict(SD15_UNET), 64, torch.float16
+    widths = (32, 64, 128, 128) if loop else (64, 128, 256, 256)
+    return dict(SD15_UNET, block_out_channels=widths), 16 if loop else 32, torch.float32
+
+
+def _unet_pair(cfg, device, dtype):
+    """(diffusers UNet2DConditionModel, ours) with the same random weights."""
+    from diffusers import UNet2DConditionModel
+    from .models.unet import load_diffusers_unet
+    torch.manual_seed(0)
+    theirs = UNet2DConditionModel(**cfg).to(device=device, dtype=dtype).eval()
+    return theirs, load_diffusers_unet(theirs)
+
+
+def _unet_inputs(cfg, size, device, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, cfg["in_channels"], size, size, generator=g).to(device, dtype)
+    ctx = torch.randn(2, UNET_TOKENS, cfg["cross_attention_dim"], generator=g).to(device, dtype)
+    return x, torch.tensor(500, device=device), ctx
+
+
+def _unet_step_setup(device):
+    def setup(names):
+        cfg, size, dtype = _unet_shape(device, loop=False)
+        theirs, ours = _unet_pair(cfg, device, dtype)
+        x, t, ctx = _unet_inputs(cfg, size, device, dtype)
+        out = {}
+        for name in names:
+            if name == EAGER:
+                out[name] = make_pass(lambda a, b, c: theirs(a, b, c).sample, [x, t, ctx])
+            elif name == COMPILE:
+                torch._dynamo.reset()
+                compiled = torch.compile(theirs, dynamic=False)
+                out[name] = make_pass(lambda a, b, c: compiled(a, b, c).sample, [x, t, ctx])
+            else:
+                out[name] = make_pass(ours, [x, t, ctx], backend=backend_of(name))
+        return out
+    return setup
+
+
+def _cfg_loop_diffusers(unet, sched, x, ctx):
+    sched.set_timesteps(UNET_STEPS)
+    for t in sched.timesteps:
+        uncond, cond = unet(torch.cat([x, x]), t, ctx).sample.chunk(2)
+        x = sched.step(uncond + UNET_GUIDANCE * (cond - uncond), t, x).prev_sample
+    return x
+
+
+def _cfg_loop_ours(unet, sched, x, ctx):
+    sched.set_timesteps(UNET_STEPS)
+    for t in sched.timesteps:
+        x = sched.step(unet(torch.cat([x, x]), t, ctx), t, x, guidance_scale=UNET_GUIDANCE).prev_sample
+    return x
+
+
+def _unet_loop_setup(device):
+    def setup(names):
+        import diffusers
+        from .nn import DDIMScheduler
+        cfg, size, dtype = _unet_shape(device, loop=True)
+        theirs, ours = _unet_pair(cfg, device, dtype)
+        x, _, ctx = _unet_inputs(cfg, size, device, dtype)
+        x = x[:1]
+        sd = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                  set_alpha_to_one=False, steps_offset=1)
+        out = {}
+        for name in names:
+            if name in (EAGER, COMPILE):
+                unet = theirs
+                if name == COMPILE:
+                    torch._dynamo.reset()
+                    unet = torch.compile(theirs, dynamic=False)
+                sched = diffusers.DDIMScheduler(**sd)
+                out[name] = make_pass(lambda a, c, u=unet, s=sched: _cfg_loop_diffusers(u, s, a, c), [x, ctx])
+            else:
+                sched = DDIMScheduler(**sd)
+                out[name] = make_pass(lambda a, c, s=sched: _cfg_loop_ours(ours, s, a, c), [x, ctx],
+                                      backend=backend_of(name))
+        return out
+    return setup
+
+
+@register("unet")
+def _unet_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """SD 1.5's UNet: one denoising step at batch 2 with 77 tokens, and a 20-step DDIM + CFG loop
+    (diffusers eager and torch.compile vs genkernels.models.unet per backend)."""
+    from .models.unet import UNet, UNetConfig
+    out = []
+    for loop in ((False,) if quick else (False, True)):
+        cfg, size, dtype = _unet_shape(device, loop)
+        with torch.device("meta"):
+            params = sum(p.numel() for p in UNet(UNetConfig(**cfg)).parameters()) * dtype.itemsize
+        x_bytes = 2 * cfg["in_channels"] * size * size * dtype.itemsize
+        width = "x".join(map(str, cfg["block_out_channels"]))
+        if loop:
+            out.append(Case("unet", f"ddim_cfg_{UNET_STEPS}steps_1x4x{size}x{size}", dtype, f"width {width}", "fwd",
+                            device, UNET_STEPS * params, x_bytes, _unet_loop_setup(device),
+                            impl_names(device, reference=True),
+                            {"model": "sd15 unet", "steps": UNET_STEPS, "guidance": UNET_GUIDANCE}))
+        else:
+            out.append(Case("unet", f"step_2x4x{size}x{size}_ctx{UNET_TOKENS}", dtype, f"width {width}", "fwd",
+                            device, params + 2 * x_bytes, x_bytes, _unet_step_setup(device),
+                            impl_names(device, reference=True), {"model": "sd15 unet", "batch": 2}))
+    return out
