@@ -1,7 +1,7 @@
 """The contract every registered model keeps (genkernels.models.names(), `tiny` preset), plus the
 framework's own test model: reference and fused backends agree, training steps change the weights with
 finite losses, preview / generate / evaluate give what the contract says, save -> load gives the same
-outputs, and resume equals an uninterrupted run."""
+outputs, and a run resumed after a crash equals an uninterrupted run."""
 import copy
 import json
 import math
@@ -122,28 +122,15 @@ def test_preview_generate_evaluate(name):
     json.dumps(report, allow_nan=True)          # JSON-able (non-finite floats become null in the CLI)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_save_load_same_outputs(name, tmp_path):
-    model = build(name)
-    train.fit(model, steps=1, out=str(tmp_path), **QUIET)
-    loaded = models.load(str(tmp_path), name=name, ema=False)
-    assert type(loaded) is type(model) and loaded.config == model.config
-    sa, sb = model.state_dict(), loaded.state_dict()
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    model.eval()
-    a = model.generate(2, torch.Generator().manual_seed(3))
-    b = loaded.generate(2, torch.Generator().manual_seed(3))
-    assert torch.equal(a, b)
-
-
 class Crash(Exception):
     pass
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_resume_equals_uninterrupted(name, tmp_path):
+def test_save_load_and_resume_equals_uninterrupted(name, tmp_path):
     """A run that dies in step 3 of 4 and is resumed from its step-2 checkpoint ends where an
-    uninterrupted run does: same weights, optimizer state, EMA and logged losses."""
+    uninterrupted run does: same weights, optimizer state, EMA and logged losses. And the checkpoint
+    loads (models.load) into the same model with the same outputs."""
     full = build(name)
     train.fit(full, steps=4, out=str(tmp_path / "full"), ckpt_every=2, **QUIET)
     part = build(name)
@@ -166,3 +153,12 @@ def test_resume_equals_uninterrupted(name, tmp_path):
     rows = lambda d: [{k: v for k, v in json.loads(ln).items() if k != "time"}  # noqa: E731
                       for ln in open(tmp_path / d / "metrics.jsonl")]
     assert rows("full") == rows("part")
+
+    # save -> load: the same model, the same outputs
+    loaded = models.load(str(tmp_path / "full"), name=name, ema=False)
+    assert type(loaded) is type(full) and loaded.config == full.config
+    sl = loaded.state_dict()
+    assert sl.keys() == sa.keys() and all(torch.equal(sa[k], sl[k]) for k in sa)
+    full.eval()
+    assert torch.equal(full.generate(2, torch.Generator().manual_seed(3)),
+                       loaded.generate(2, torch.Generator().manual_seed(3)))
