@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import genkernels
+import genkernels.models
 from genkernels import data
 from genkernels.models.clip import CLIPTextConfig, CLIPTextEncoder, load_clip_text_encoder
 from genkernels.models.tokenizer import CLIPBPETokenizer, WordTokenizer, load_tokenizer
@@ -49,7 +50,7 @@ def test_matches_transformers(backend, act, eos):
 def test_load_state_dict_and_config_and_gradients():
     hf = tiny_hf()
     sd = {"text_model." + k: v for k, v in hf.state_dict().items()}  # older checkpoints' prefix
-    ours = load_clip_text_encoder(sd, hf.config.to_dict())
+    ours = genkernels.models.load_clip_text_encoder(sd, hf.config.to_dict())   # the package-level loader
     ids = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).last_hidden_state, hf(input_ids=ids).last_hidden_state,

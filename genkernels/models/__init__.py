@@ -115,5 +115,13 @@ def load_diffusers_vq(m, config=None, **overrides):
     return _load(m, config, **overrides)
 
 
+def load_clip_text_encoder(m, config=None):
+    """Our CLIP text encoder from a transformers CLIPTextModel, an instance or its state dict + config
+    (genkernels.models.clip)."""
+    from .clip import load_clip_text_encoder as _load
+    return _load(m, config)
+
+
 __all__ = ["Config", "Model", "build", "load", "make_config", "model_class", "names", "register", "unregister",
-           "load_diffusers_unet", "load_diffusers_vae", "load_diffusers_vq"]
+           "load_diffusers_unet", "load_diffusers_vae", "load_diffusers_vq",
+           "load_clip_text_encoder"]
