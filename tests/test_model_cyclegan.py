@@ -121,3 +121,18 @@ def test_authors_sizes_and_argument_errors():
         models.build("cyclegan", "tiny", out_channels=3)
     with pytest.raises(ValueError, match="direction"):
         models.build("cyclegan", "tiny").generate(2, torch.Generator(), direction="ac")
+
+
+def test_bench_baseline_is_the_same_generator_on_torch_norms():
+    from genkernels import bench_models, benchmark
+    from genkernels.models.cyclegan import ResnetGenerator
+    torch.manual_seed(0)
+    gen = ResnetGenerator(3, 3, ngf=4, n_blocks=2).eval()
+    plain = bench_models._with_torch_norms(gen)
+    assert not any(type(m).__module__.startswith("genkernels.nn") for m in plain.modules())
+    assert sum(type(m) is nn.InstanceNorm2d for m in plain.modules()) == 2 + 2 * 2 + 2 + 1
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), gen(x), atol=1e-5, rtol=1e-5)
+    (case,) = benchmark.cases("cyclegan", "cpu", quick=True)
+    assert case.shape == "generator_128" and "genkernels[reference]" in case.impl_names
