@@ -309,3 +309,113 @@ def _unet_cases(device: torch.device, quick: bool, reference: bool) -> List[Case
                             device, params + 2 * x_bytes, x_bytes, _unet_step_setup(device),
                             impl_names(device, reference=True), {"model": "sd15 unet", "batch": 2}))
     return out
+
+
+# ------------------------------------------------------------------------------------------ StyleGAN
+# The synthesis network forward (batch 2 on CPU, 8 on CUDA; styles given, constant noise) at 64x64 and
+# 256x256, and one training step at 64x64 with both lazy regularisers due (step 0: the critic phase with
+# R1, the generator phase with path length, i.e. adain's double backward), gradients of every parameter
+# (the optimizer update is left out). The paper's channels (min(512, 16384 / resolution), 512-d z and w)
+# on CUDA, 1/8 of them on CPU. Impls: ``eager`` / ``compile``: the same weights with AdaIN written in
+# plain PyTorch (instance_norm * scale + bias, and torch.compile of it); ``genkernels[b]``: the model as
+# written (adain op) on backend b.
+STYLEGAN_SIZES = (64, 256)
+
+
+def stylegan_config(image_size: int, device):
+    from .models.stylegan import StyleGANConfig
+    div = 1 if torch.device(device).type == "cuda" else 8
+    sizes = [4 * 2 ** i for i in range(int(math.log2(image_size)) - 1)]
+    return StyleGANConfig(data="photos", in_channels=3, image_size=image_size, z_dim=512 // div,
+                          w_dim=512 // div, channels=tuple(min(512, 16384 // s) // div for s in sizes),
+                          batch_size=8 if div == 1 else 2)
+
+
+def _torch_adain_class():
+    from .models.gan_layers import StyleAdaIN
+
+    class _TorchStyleAdaIN(StyleAdaIN):
+        """StyleAdaIN with the normalisation in plain PyTorch (the eager baseline)."""
+
+        def forward(self, x, w):
+            scale, bias = self.affine(w).chunk(2, dim=1)
+            return torch.nn.functional.instance_norm(x, eps=1e-5) * scale[:, :, None, None] + bias[:, :, None, None]
+    return _TorchStyleAdaIN
+
+
+def _with_torch_adain(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose AdaIN layers are plain PyTorch (same weights)."""
+    from .models.gan_layers import StyleAdaIN
+    cls = _torch_adain_class()
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if type(m) is StyleAdaIN:
+            m.__class__ = cls
+    return plain
+
+
+def _stylegan_setup(size: int, pass_: str, device):
+    def setup(names):
+        from .models.stylegan import StyleGAN
+        cfg = stylegan_config(size, device)
+        torch.manual_seed(0)
+        model = StyleGAN(cfg).to(device)
+        g = torch.Generator().manual_seed(0)
+        plain = _with_torch_adain(model)
+        out = {}
+        for impl in names:
+            m = plain if impl in (EAGER, COMPILE) else model
+            if pass_ == "fwd":
+                m.eval()
+                ws = m.generator.ws(torch.randn(cfg.batch_size, cfg.z_dim, generator=g).to(device)).detach()
+                synth = m.generator.synthesis
+                if impl == COMPILE:
+                    torch._dynamo.reset()
+                    synth = torch.compile(synth, dynamic=False)
+                fn = make_pass(lambda ws, synth=synth: synth(ws, "const"), [ws])
+            else:
+                m.train()
+                x = (torch.rand(cfg.batch_size, cfg.in_channels, size, size, generator=g) * 2 - 1).to(device)
+                params = [p for p in m.parameters() if p.requires_grad]
+                net = m
+                if impl == COMPILE:
+                    torch._dynamo.reset()
+                    net = torch.compile(m, dynamic=False)
+
+                def step(net=net, x=x, params=params):
+                    torch.manual_seed(0)
+                    grads = []
+                    for phase in ("d", "g"):
+                        loss, _ = net({"image": x}, phase=phase, step=0)
+                        grads += torch.autograd.grad(loss, [p for p in params if p.requires_grad],
+                                                     allow_unused=True)
+                    return grads
+                fn = step
+            if impl not in (EAGER, COMPILE):
+                fn = _on_backend(fn, backend_of(impl))
+            out[impl] = fn
+        return out
+    return setup
+
+
+@register("stylegan")
+def _stylegan_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
+    """StyleGAN synthesis forward at 64x64 and 256x256, a training step with R1 and path length at 64x64."""
+    from .models.stylegan import StyleGAN
+    out = []
+    for size in STYLEGAN_SIZES[:1 if quick else None]:
+        cfg = stylegan_config(size, device)
+        with torch.device("meta"):
+            meta = StyleGAN(cfg)
+        x_shape = (cfg.batch_size, cfg.in_channels, size, size)
+        x_bytes = 4 * math.prod(x_shape)
+        synth = sum(p.numel() * 4 for p in meta.generator.synthesis.parameters())
+        info = {"model": "stylegan", "channels": list(cfg.channels), "batch": cfg.batch_size}
+        out.append(Case("stylegan", f"synthesis_{size}", torch.float32, "nchw", "fwd", device, synth + x_bytes,
+                        x_bytes, _stylegan_setup(size, "fwd", device), impl_names(device, reference=True), info))
+        if size == 64:
+            params = sum(p.numel() * 4 for p in meta.parameters())
+            out.append(Case("stylegan", f"train_step_r1_pl_{size}", torch.float32, "nchw", "fwd+bwd", device,
+                            3 * params + 2 * x_bytes, x_bytes, _stylegan_setup(size, "train", device),
+                            impl_names(device, reference=True), info))
+    return out
