@@ -48,6 +48,8 @@ def op_calls(device, dtype):
         "adain channels_last": adain(True),
         "attention Lk=77 d=40": attention(77, 40),
         "attention Lk=130 d=160 masked": attention(130, 160, masked=True),
+        "attention causal L=150 d=64": lambda: fwd_bwd(lambda q, k, v: genkernels.attention(q, k, v, is_causal=True),
+                                                       *(rnd(2, 2, 150, 64, grad=True) for _ in range(3))),
         "vq_nearest D=16": lambda: genkernels.vq_nearest(rnd(37, 16), rnd(50, 16)),
         "vq_nearest D=3": lambda: genkernels.vq_nearest(rnd(37, 3), rnd(50, 3)),
         "ddim_step eta": lambda: genkernels.ddim_step(rnd(2, 4, 9, 9), rnd(2, 4, 9, 9), 0.5, 0.6, eta=0.3,

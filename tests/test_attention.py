@@ -4,6 +4,7 @@ Correctness criterion (FlashAttention's tests): the max error of our output (and
 the float64 reference is at most 2x the error of naive eager PyTorch attention run in the same dtype,
 plus a small floor (a few ulp of the output scale, for results that eager happens to get exact).
 Masks: key_padding_mask True = padding (ignored); a fully masked row gives zeros and zero gradients.
+is_causal: key j masked for query i when j > i (top-left aligned, as torch SDPA, also for Lq != Lk).
 """
 import pytest
 import torch
@@ -41,11 +42,14 @@ def make(B, H, Lq, Lk, d, dtype, seed=0, masked=False):
     return q, k, v, mask
 
 
-def eager(q, k, v, mask):
+def eager(q, k, v, mask, causal=False):
     """Naive attention in the input dtype (what the error criterion compares against)."""
     s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
     if mask is not None:
         s = s.masked_fill(mask[:, None, None, :], float("-inf"))
+    if causal:
+        Lq, Lk = s.shape[-2:]
+        s = s.masked_fill(torch.ones(Lq, Lk, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
     return torch.softmax(s, -1) @ v
 
 
@@ -76,11 +80,12 @@ def grad_out(q, v):
                        generator=torch.Generator().manual_seed(1)).to(DEVICE)
 
 
-def assert_2x_eager(ours, q, k, v, mask, dout, what):
+def assert_2x_eager(ours, q, k, v, mask, dout, what, causal=False):
     """The criterion above for ours = (out, dq, dk, dv) computed from q, k, v, mask, dout."""
     dtype = q.dtype
-    ref = fwd_bwd(eager, *(t.double() for t in (q, k, v)), mask, dout)
-    eag = fwd_bwd(eager, q, k, v, mask, dout)
+    ce = lambda *a: eager(*a, causal=causal)  # noqa: E731
+    ref = fwd_bwd(ce, *(t.double() for t in (q, k, v)), mask, dout)
+    eag = fwd_bwd(ce, q, k, v, mask, dout)
     for name, o, e, r in zip(("out", "dq", "dk", "dv"), ours, eag, ref):
         assert o.dtype == dtype, name
         bound = 2 * err(e, r) + FLOOR[dtype] * max(1.0, r.abs().max().item())
@@ -97,6 +102,47 @@ def test_parity_2x_eager(backend, masked):
             ours = fwd_bwd(lambda q_, k_, v_, m_: run(backend, q_, k_, v_, m_), q, k, v, mask, dout)
             assert ours[0].dtype == dtype and ours[0].shape == q.shape
             assert_2x_eager(ours, q, k, v, mask, dout, f"{backend} {dtype} {shape}")
+
+
+# causal: Lq = Lk, Lq < Lk, Lq > Lk (rows past Lk see every key); sizes that cross the CPU kernels' query
+# blocks (64 rows) and key tiles (256 keys past the 512-key single-tile path) and Triton's blocks (64)
+CAUSAL_SHAPES = [(2, 3, 37, 37, 40), (1, 2, 70, 600, 32), (1, 1, 600, 600, 16), (2, 1, 90, 20, 8),
+                 (1, 1, 17, 33, 160)]
+TRITON_CAUSAL_SHAPES = [(1, 2, 70, 70, 16), (1, 1, 9, 77, 40), (1, 1, 80, 20, 8)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_causal_parity_2x_eager(backend, masked):
+    shapes_ = TRITON_CAUSAL_SHAPES if backend == "triton" and INTERP else CAUSAL_SHAPES
+    for dtype in dtypes(backend):
+        for shape in shapes_:
+            q, k, v, mask = make(*shape, dtype, masked=masked)
+            dout = grad_out(q, v)
+            ours = fwd_bwd(lambda q_, k_, v_, m_: run(backend, q_, k_, v_, m_, is_causal=True), q, k, v, mask, dout)
+            assert_2x_eager(ours, q, k, v, mask, dout, f"causal {backend} {dtype} {shape}", causal=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_causal_matches_sdpa_and_token_layout(backend):
+    """Semantics = torch SDPA is_causal (top-left aligned) for Lq <, =, > Lk; token layout; a row whose
+    only visible key is padding gives zeros (key 0 padded: row 0 sees nothing)."""
+    F = torch.nn.functional
+    for B, H, Lq, Lk, d in ((2, 2, 7, 12, 8), (2, 2, 12, 7, 8), (1, 3, 9, 9, 16)):
+        q, k, v, _ = make(B, H, Lq, Lk, d, torch.float32)
+        expect = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+        torch.testing.assert_close(run(backend, q, k, v, None, is_causal=True).double(), expect,
+                                   atol=2e-5, rtol=2e-5)
+        tok = run(backend, tokens(q), tokens(k), tokens(v), None, heads=H, is_causal=True)
+        torch.testing.assert_close(tok.double(), tokens(expect), atol=2e-5, rtol=2e-5)
+    q, k, v, _ = make(2, 1, 6, 6, 8, torch.float32)
+    mask = torch.zeros(2, 6, dtype=torch.bool, device=DEVICE)
+    mask[1, 0] = True
+    out, dq, dk, dv = fwd_bwd(lambda *a: run(backend, *a, is_causal=True), q, k, v, mask,
+                              torch.ones_like(q).double())
+    assert (out[1, :, 0] == 0).all() and (dq[1, :, 0] == 0).all() and torch.isfinite(out).all()
+    assert (dk[1, :, 0] == 0).all() and (dv[1, :, 0] == 0).all()
+    assert (out[1, :, 1] - v[1, :, 1]).abs().max() < 1e-6  # row 1 sees key 1 alone
 
 
 @pytest.mark.parametrize("token_layout", [False, True])
@@ -178,6 +224,17 @@ def test_gradcheck_float64():
                                           for t in (q, k, v)))
 
 
+def test_gradcheck_causal_float64():
+    for Lq, Lk in ((5, 7), (7, 4)):
+        q, k, v, mask = make(1, 2, Lq, Lk, 8, torch.float64, masked=True)
+        q, k, v = (t.requires_grad_() for t in (q, k, v))
+        assert torch.autograd.gradcheck(lambda a, b, c: attention(a, b, c, key_padding_mask=mask, is_causal=True),
+                                        (q, k, v))
+    q, k, v, _ = make(1, 1, 3, 4, 8, torch.float64)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    assert torch.autograd.gradgradcheck(lambda a, b, c: attention(a, b, c, is_causal=True), (q, k, v))
+
+
 def test_gradgradcheck_float64():
     q, k, v, _ = make(1, 1, 3, 4, 8, torch.float64)
     q, k, v = (t.requires_grad_() for t in (q, k, v))
@@ -190,20 +247,23 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.genkernels.attention.default, (q, k, v, mask, 0.3, 0))
     tok = [t.detach().transpose(1, 2).reshape(2, -1, 16).requires_grad_() for t in (q, k, v)]
     torch.library.opcheck(torch.ops.genkernels.attention.default, (*tok, None, 0.3, 2))
+    torch.library.opcheck(torch.ops.genkernels.attention.default, (q, k, v, mask, 0.3, 0, True))
+    torch.library.opcheck(torch.ops.genkernels.attention.default, (*tok, None, 0.3, 2, True))
 
 
 def test_compile_fullgraph():
     q, k, v, mask = make(2, 2, 5, 7, 8, torch.float32, masked=True)
     q.requires_grad_()
 
-    def f(q, k, v, mask):
-        return attention(q, k, v, key_padding_mask=mask).sin().sum()
+    for causal in (False, True):
+        def f(q, k, v, mask):
+            return attention(q, k, v, key_padding_mask=mask, is_causal=causal).sin().sum()
 
-    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(cf(q, k, v, mask), f(q, k, v, mask))
-    g1, = torch.autograd.grad(cf(q, k, v, mask), q)
-    g2, = torch.autograd.grad(f(q, k, v, mask), q)
-    torch.testing.assert_close(g1, g2)
+        cf = torch.compile(f, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(cf(q, k, v, mask), f(q, k, v, mask))
+        g1, = torch.autograd.grad(cf(q, k, v, mask), q)
+        g2, = torch.autograd.grad(f(q, k, v, mask), q)
+        torch.testing.assert_close(g1, g2)
 
 
 def test_errors():
@@ -228,6 +288,8 @@ def test_errors():
         attention(torch.randn(2, 5, 16), torch.randn(2, 7, 16), torch.randn(2, 7, 16), heads=0)
     with pytest.raises(ValueError, match="Lk >= 1"):
         attention(q, k[:, :, :0], v[:, :, :0])
+    with pytest.raises(TypeError, match="`is_causal` must be a bool"):
+        attention(q, k, v, is_causal=1)
 
 
 def test_nn_attention_loads_diffusers_weights_and_processor():

@@ -83,9 +83,9 @@ NATIVE_CASES = textwrap.dedent("""
     call("vq_nearest", [z, e, i, d], [5, 7, 8, 0], [1e-12])  # codebook of another D
     q, k, o, l = torch.randn(1, 4, 6, 8), torch.randn(1, 2, 6, 8), torch.empty(1, 4, 6, 8), torch.empty(1, 4, 6)
     st = [192, 48, 8]
-    call("attention_fwd", [q, k, k, None, o, l], [1, 4, 6, 6, 8] + st * 4, [0.3])  # fewer heads in k
-    call("attention_fwd", [q, q, q, torch.zeros(1, 3, dtype=torch.uint8), o, l], [1, 4, 6, 6, 8] + st * 4, [0.3])
-    call("attention_fwd", [q, q, q, None, o, l], [1, 4, 6, 6, 8] + st * 4, [0.3])  # a valid call runs
+    call("attention_fwd", [q, k, k, None, o, l], [1, 4, 6, 6, 8] + st * 4 + [0], [0.3])  # fewer heads in k
+    call("attention_fwd", [q, q, q, torch.zeros(1, 3, dtype=torch.uint8), o, l], [1, 4, 6, 6, 8] + st * 4 + [0], [0.3])
+    call("attention_fwd", [q, q, q, None, o, l], [1, 4, 6, 6, 8] + st * 4 + [0], [0.3])  # a valid call runs
 """)
 
 

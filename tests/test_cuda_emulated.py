@@ -280,3 +280,26 @@ def test_attention(emulated, B, H, Lq, Lk, d, token, mask, dtype):
     if mask == "full_row":
         assert (out[0][-1] == 0).all()
     ran("attention_fwd", "attention_bwd")
+
+
+# causal: Lq = Lk over two blocks of 128 rows (the tiles past a block's last row are skipped, the dk/dv
+# blocks start late), Lq < Lk and Lq > Lk, with a padding mask, token layout
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B,H,Lq,Lk,d,token,mask", [
+    (1, 1, 150, 150, 8, False, None),
+    (2, 2, 9, 21, 40, True, "pad"),
+    (2, 1, 40, 13, 16, False, "pad"),
+])
+def test_attention_causal(emulated, B, H, Lq, Lk, d, token, mask, dtype):
+    q, k, v = randn(B, H, Lq, d), randn(B, H, Lk, d, seed=1), randn(B, H, Lk, d, seed=2)
+    m = None
+    if mask:
+        m = torch.rand(B, Lk, generator=torch.Generator().manual_seed(3)) < 0.3
+    if token:
+        q, k, v = (t.transpose(1, 2).reshape(B, t.shape[2], H * d) for t in (q, k, v))
+
+    def fn(q, k, v):
+        return genkernels.attention(q, k, v, key_padding_mask=m, heads=H if token else None, is_causal=True)
+
+    compare(emulated, fn, [q, k, v], dtype, "attention causal", scale=2.0)
+    ran("attention_fwd", "attention_bwd")

@@ -2,7 +2,8 @@
 // Shared by the CPU kernels (csrc/cpu/kernels/attention.cpp) and the CUDA kernels (csrc/cuda/attention.cu, attention_bwd.cu);
 // the Triton twin is genkernels/triton/attention.py and the spec is genkernels/ops/attention.py.
 //
-//   s_ij   = scale * q_i . k_j              (-inf where mask[b, j] != 0: that key is padding)
+//   s_ij   = scale * q_i . k_j              (-inf where mask[b, j] != 0: that key is padding, and
+//                                             where causal and j > i: top-left aligned as torch SDPA)
 //   lse_i  = log sum_j exp(s_ij)            (-inf for a fully masked row)
 //   out_i  = sum_j exp(s_ij - lse_i) v_j    (0 for a fully masked row)
 // Backward (FlashAttention-2): P recomputed from lse; delta_i = dout_i . out_i;
@@ -17,7 +18,8 @@
 //   mask: uint8 [B, Lk] or absent (0); lse: acc type, contiguous [B, H, Lq]
 // backward p = [q, k, v, mask, out, dout, lse, dq, dk, dv]
 //   dout has out's strides, dq q's, dk k's, dv v's
-// i = [B, H, Lq, Lk, D, q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl]
+// i = [B, H, Lq, Lk, D, q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, causal]
+//   causal: 0/1; with 1 the kernels skip key tiles wholly past a query block's last row (j > i everywhere)
 // f = [scale]
 #pragma once
 #include "common/flat_args.h"
@@ -35,8 +37,9 @@ struct AttnArgs {
   std::int64_t B, H, Lq, Lk, D;
   std::int64_t qs[3], ks[3], vs[3], os[3];
   double scale;
+  bool causal;
   AttnArgs(const Flat& a, bool backward) {
-    expect(a, backward ? "attention_bwd" : "attention_fwd", backward ? 10 : 6, 17, 1);
+    expect(a, backward ? "attention_bwd" : "attention_fwd", backward ? 10 : 6, 18, 1);
     q = a.ptr<void>(0); k = a.ptr<void>(1); v = a.ptr<void>(2);
     mask = a.ptr<std::uint8_t>(3); out = a.ptr<void>(4);
     if (backward) {
@@ -49,6 +52,7 @@ struct AttnArgs {
     for (int t = 0; t < 3; ++t) {
       qs[t] = a.i[5 + t]; ks[t] = a.i[8 + t]; vs[t] = a.i[11 + t]; os[t] = a.i[14 + t];
     }
+    causal = a.i[17] != 0;
     scale = a.f[0];
     if (B < 0 || H < 0 || Lq < 0 || Lk < 1 || D < 1)
       throw std::invalid_argument("attention: need B, H, Lq >= 0, Lk >= 1, D >= 1");

@@ -1,7 +1,8 @@
 // CUDA flash attention forward (backward: attention_bwd.cu). Semantics and argument order:
 // csrc/common/attention_args.h. A simple, correct baseline: one thread per query row (online softmax
 // in registers/local memory, float accumulation), K/V tiles of kTile keys staged in shared memory and
-// shared by the block's rows. Fully masked rows: out = 0, lse = -inf.
+// shared by the block's rows. Fully masked rows: out = 0, lse = -inf. Causal: the block stops after the
+// key tile holding its last row's diagonal; within a tile each row drops the keys past its own.
 #include <cmath>
 
 #include "common/attention_args.h"
@@ -30,7 +31,10 @@ __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, 
   const T* qrow = q + b * p.qs[0] + h * p.qs[1] + (live ? i : 0) * p.qs[2];
   for (int d = 0; d < D; ++d) { qr[d] = live ? to_acc(qrow[d]) * scale : A(0); acc[d] = A(0); }
   A m = -INFINITY, l = 0;
-  for (std::int64_t j0 = 0; j0 < p.Lk; j0 += kTile) {
+  // keys any row of this block sees (block-uniform: every thread runs the same tiles and barriers)
+  const std::int64_t row_end = std::int64_t(blockIdx.x + 1) * kRows;
+  const std::int64_t Lv = p.causal && row_end < p.Lk ? row_end : p.Lk;
+  for (std::int64_t j0 = 0; j0 < Lv; j0 += kTile) {
     __syncthreads();
     for (int e = threadIdx.x; e < kTile * D; e += kRows) {
       const int r = e / D, d = e % D;
@@ -48,7 +52,7 @@ __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, 
     for (int r = 0; r < kTile; ++r) {
       A t = 0;
       for (int d = 0; d < D; ++d) t += qr[d] * ks[r][d];
-      s[r] = ok[r] ? t : A(-INFINITY);
+      s[r] = ok[r] && !(p.causal && j0 + r > i) ? t : A(-INFINITY);
       mx = s[r] > mx ? s[r] : mx;
     }
     const A mu = mx == A(-INFINITY) ? A(0) : mx;

@@ -10,7 +10,9 @@
 //      dv_j = sum_i p_ij dout_i and dk_j = scale sum_i ds_ij q_i.
 // P is recomputed from q, k and the saved lse (the same (q * scale) . k as the forward); nothing of
 // size Lq x Lk is stored. Masked keys and fully masked rows (lse = -inf) get p = 0, hence zero
-// gradients (never NaN); Lq = 0 writes dk = dv = 0.
+// gradients (never NaN); Lq = 0 writes dk = dv = 0. Causal (p = 0 for j > i): the dq kernel's blocks stop
+// after the key tile holding their last row, the dk/dv kernel's blocks start at the query tile holding
+// their first key.
 #include <climits>
 #include <cmath>
 
@@ -81,7 +83,9 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, Att
   // Rows past Lq and fully masked rows: p = 0 for every key.
   const A L = live ? t.lse[bh * p.Lq + i] : A(-INFINITY);
   const bool has_keys = L != A(-INFINITY);
-  for (std::int64_t j0 = 0; j0 < p.Lk; j0 += kTile) {
+  const std::int64_t row_end = (std::int64_t(blockIdx.x % nblk) + 1) * kRows;  // block-uniform
+  const std::int64_t Lv = p.causal && row_end < p.Lk ? row_end : p.Lk;
+  for (std::int64_t j0 = 0; j0 < Lv; j0 += kTile) {
     __syncthreads();
     for (int e = threadIdx.x; e < kTile * D; e += kRows) {
       const int c = e / D, d = e % D;
@@ -97,6 +101,7 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, Att
     if (!has_keys) continue;
     for (int c = 0; c < kTile; ++c) {
       if (!key_ok[c]) continue;  // the same for every thread of the block
+      if (p.causal && j0 + c > i) break;  // this row's later keys are masked too
       A s = 0, dp = 0;
       for (int d = 0; d < D; ++d) {
         s += qr[d] * kt[c][d];
@@ -135,7 +140,10 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, A
     dka[d] = A(0);
     dva[d] = A(0);
   }
-  for (std::int64_t i0 = 0; i0 < p.Lq; i0 += kTile) {
+  // causal: query rows before the block's first key see none of its keys (block-uniform start)
+  const std::int64_t key0 = std::int64_t(blockIdx.x % nblk) * kRows;
+  const std::int64_t i_begin = p.causal ? key0 / kTile * kTile : 0;
+  for (std::int64_t i0 = i_begin; i0 < p.Lq; i0 += kTile) {
     __syncthreads();
     for (int e = threadIdx.x; e < kTile * D; e += kRows) {
       const int c = e / D, d = e % D;
@@ -153,6 +161,7 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, A
     for (int c = 0; c < kTile; ++c) {
       const A L = lt[c];
       if (L == A(-INFINITY)) continue;  // fully masked row or past Lq (the same for the whole block)
+      if (p.causal && i0 + c < j) continue;  // query row before this key
       A s = 0, dp = 0;
       for (int d = 0; d < D; ++d) {
         s += qt[c][d] * kr[d];

@@ -2,6 +2,7 @@
 
     genkernels.models.names()                        # registered model names
     genkernels.models.build("vae", preset="digits", lr=1e-3)
+    genkernels.models.load("runs/vae")              # a trained model from a checkpoint directory
 
 Each model is a genkernels.models.base.Model subclass with a dataclass config and named presets.
 """
@@ -9,12 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Union
 
 from .base import Config, Model
 
 # model name -> module of genkernels.models that defines it (imported on first use)
-_REGISTRY: Dict[str, str] = {
+# (or the class itself, for models registered at run time with register())
+_REGISTRY: Dict[str, Union[str, type]] = {
+    "dcgan": "dcgan",
+    "cgan": "cgan",
+    "progan": "progan",
+    "stylegan": "stylegan",
+    "autoencoder": "autoencoder",
+    "vae": "vae",
+    "vqvae": "vqvae",
+    "pix2pix": "pix2pix",
+    "cyclegan": "cyclegan",
+    "stargan": "stargan",
+    "ddpm": "ddpm",
+    "ddim": "ddim",
+    "cfg": "cfg",
+    "ldm": "ldm",
+    "stable_diffusion": "stable_diffusion",
 }
 
 
@@ -25,6 +42,8 @@ def names() -> List[str]:
 def model_class(name: str) -> type:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(_REGISTRY)}")
+    if isinstance(_REGISTRY[name], type):
+        return _REGISTRY[name]
     module = importlib.import_module(f".{_REGISTRY[name]}", __name__)
     cls = next((c for c in vars(module).values()
                 if isinstance(c, type) and issubclass(c, Model) and c.name == name), None)
@@ -47,7 +66,62 @@ def make_config(name: str, preset: str = "digits", **overrides: Any) -> Config:
 
 def build(name: str, preset: str = "digits", **overrides: Any) -> Model:
     """A freshly initialised model `name` with `preset` and field `overrides`."""
-    return model_class(name)(make_config(name, preset, **overrides))
+    model = model_class(name)(make_config(name, preset, **overrides))
+    model.preset = preset      # recorded in checkpoints
+    return model
 
 
-__all__ = ["Config", "Model", "build", "make_config", "model_class", "names"]
+def register(cls: type) -> type:
+    """Register a Model subclass defined outside this package under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Model)) or not cls.name:
+        raise TypeError(f"cls must be a Model subclass with a name, got {cls!r}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"a model named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a model added with register()."""
+    if not isinstance(_REGISTRY.get(name), type):
+        raise ValueError(f"{name!r} was not added with register()")
+    del _REGISTRY[name]
+
+
+def load(checkpoint_dir: str, *, name: Optional[str] = None, device: Any = "cpu", ema: bool = True) -> Model:
+    """The model trained into `checkpoint_dir` (genkernels.train.fit / `genkernels train`), in eval mode on
+    `device`, with its EMA weights when it has them and `ema`. With `name`, a checkpoint of another model
+    is an error. Errors (missing, truncated, corrupt, foreign) are genkernels.checkpoint.CheckpointError,
+    a ValueError."""
+    from ..checkpoint import load_model
+    return load_model(checkpoint_dir, name=name, device=device, use_ema=ema)
+
+
+def load_diffusers_unet(m, config=None):
+    """Our UNet from a diffusers UNet2DConditionModel (see genkernels.models.unet.load_diffusers_unet)."""
+    from .unet import load_diffusers_unet as _load
+    return _load(m, config)
+
+
+def load_diffusers_vae(m, config=None, **overrides):
+    """Our VAE from a diffusers AutoencoderKL, an instance or its state dict + config (genkernels.models.vae)."""
+    from .vae import load_diffusers_vae as _load
+    return _load(m, config, **overrides)
+
+
+def load_diffusers_vq(m, config=None, **overrides):
+    """Our VQVAE from a diffusers VQModel, an instance or its state dict + config (genkernels.models.vqvae)."""
+    from .vqvae import load_diffusers_vq as _load
+    return _load(m, config, **overrides)
+
+
+def load_clip_text_encoder(m, config=None):
+    """Our CLIP text encoder from a transformers CLIPTextModel, an instance or its state dict + config
+    (genkernels.models.clip)."""
+    from .clip import load_clip_text_encoder as _load
+    return _load(m, config)
+
+
+__all__ = ["Config", "Model", "build", "load", "make_config", "model_class", "names", "register", "unregister",
+           "load_diffusers_unet", "load_diffusers_vae", "load_diffusers_vq",
+           "load_clip_text_encoder"]

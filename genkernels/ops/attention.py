@@ -3,10 +3,14 @@
     out = genkernels.attention(q, k, v)                        # q [B, H, Lq, d], k/v [B, H, Lk, d]
     out = genkernels.attention(q, k, v, heads=8)               # token layout: q [B, Lq, H*d], k/v [B, Lk, H*d]
     out = genkernels.attention(q, k, v, key_padding_mask=pad)  # pad: bool [B, Lk], True = padding (ignored)
+    out = genkernels.attention(q, k, v, is_causal=True)        # query i sees keys j <= i (text encoders)
 
 ``scale`` defaults to ``1 / sqrt(d)``. ``key_padding_mask`` follows ``nn.MultiheadAttention``: True marks
 a key that is *ignored*. A query row whose keys are all masked gets an output of **zeros** (and zero
-gradients), not NaN; its saved log-sum-exp is -inf.
+gradients), not NaN; its saved log-sum-exp is -inf. ``is_causal=True`` masks key j for query i when
+j > i, top-left aligned like ``torch.nn.functional.scaled_dot_product_attention(is_causal=True)`` also
+when Lq != Lk (rows i >= Lk see every key); every backend skips the key tiles that are wholly masked,
+forward and backward, so causal self-attention costs about half of the full one.
 
 Non-finite input (every backend): a padding key is never read, so NaN/inf in its k or v rows has no
 effect; NaN in a query row, or in the k or v row of a key it attends to, makes that output row NaN
@@ -72,8 +76,15 @@ def _unread_padding(t: Tensor, mask: Optional[Tensor]) -> Tensor:
     return t if mask is None else t.masked_fill(mask[:, None, :, None], 0)
 
 
+def _causal_fill(s: Tensor, r0: int) -> Tensor:
+    """s [..., rows, Lk] of query rows r0.. with -inf where key j > query i."""
+    i = torch.arange(r0, r0 + s.shape[-2], device=s.device)
+    j = torch.arange(s.shape[-1], device=s.device)
+    return s.masked_fill(j[None, :] > i[:, None], float("-inf"))
+
+
 def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float,
-                      heads: int) -> Tuple[Tensor, Tensor]:
+                      heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     """Eager PyTorch in the accumulation dtype, chunked over Lq; differentiable. (out, lse)."""
     acc = acc_dtype(q.dtype)
     qh, kh, vh = (_heads_view(t, heads).to(acc) for t in (q, k, v))
@@ -86,6 +97,8 @@ def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], s
         s = torch.matmul(qh[:, :, r0:r0 + rows], kh.transpose(-1, -2)) * scale
         if mask is not None:
             s = s.masked_fill(mask[:, None, None, :], float("-inf"))
+        if is_causal:
+            s = _causal_fill(s, r0)
         lse = torch.logsumexp(s, dim=-1)
         live = lse != float("-inf")  # not fully masked (a NaN lse stays NaN: non-finite rule)
         p = torch.exp(s - torch.where(live, lse, torch.zeros_like(lse))[..., None])
@@ -100,7 +113,7 @@ def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], s
     return out, lse
 
 
-def _reference_backward(dout, q, k, v, mask, scale, heads):
+def _reference_backward(dout, q, k, v, mask, scale, heads, is_causal=False):
     """Analytic gradients (no autograd: this runs inside a custom op), in the accumulation dtype."""
     acc = acc_dtype(q.dtype)
     qh, kh, vh, gh = (_heads_view(t, heads).to(acc) for t in (q, k, v, dout))
@@ -108,6 +121,8 @@ def _reference_backward(dout, q, k, v, mask, scale, heads):
     s = torch.matmul(qh, kh.transpose(-1, -2)) * scale
     if mask is not None:
         s = s.masked_fill(mask[:, None, None, :], float("-inf"))
+    if is_causal:
+        s = _causal_fill(s, 0)
     lse = torch.logsumexp(s, dim=-1, keepdim=True)
     live = lse != float("-inf")
     p = torch.where(live, torch.exp(s - torch.where(live, lse, torch.zeros_like(lse))), torch.zeros_like(s))
@@ -139,9 +154,9 @@ def _mask_u8(mask):
 
 
 def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float,
-                      heads: int) -> Tuple[Tensor, Tensor]:
+                      heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     if backend == "reference":
-        return reference_forward(q, k, v, mask, scale, heads)
+        return reference_forward(q, k, v, mask, scale, heads, is_causal)
     B, H, Lq, Lk, d = _dims(q, k, heads)
     acc = acc_dtype(q.dtype)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -153,13 +168,14 @@ def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optio
     v, vv = _kernel_view(v, heads)
     ov = _heads_view(out, heads)
     launch(backend, "attention", "attention_fwd", q.dtype, [q, k, v, _mask_u8(mask), out, lse],
-           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov), [float(scale)])
+           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov) + [int(is_causal)],
+           [float(scale)])
     return out, lse
 
 
-def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads):
+def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads, is_causal=False):
     if backend == "reference":
-        return _reference_backward(dout, q, k, v, mask, scale, heads)
+        return _reference_backward(dout, q, k, v, mask, scale, heads, is_causal)
     B, H, Lq, Lk, d = _dims(q, k, heads)
     q, k, v, out = (t.contiguous() for t in (q, k, v, out))
     dout = dout.to(q.dtype).contiguous()
@@ -169,23 +185,24 @@ def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads
     qv, kv, vv, ov = (_heads_view(t, heads) for t in (q, k, v, out))
     launch(backend, "attention", "attention_bwd", q.dtype,
            [q, k, v, _mask_u8(mask), out, dout, lse.contiguous(), dq, dk, dv],
-           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov), [float(scale)])
+           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov) + [int(is_causal)],
+           [float(scale)])
     return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------------- registration
 @torch.library.custom_op("genkernels::attention", mutates_args=())
 def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], scale: float,
-                 heads: int) -> Tuple[Tensor, Tensor]:
+                 heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     """(out, lse); heads > 0: token layout [B, L, H*d]."""
-    check_args(q, k, v, scale, key_padding_mask, heads or None)
+    check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
     backend = resolve(OP, q.device, GPU_ORDER)
-    return attention_forward(backend, q, k, v, key_padding_mask, scale, heads)
+    return attention_forward(backend, q, k, v, key_padding_mask, scale, heads, is_causal)
 
 
 @attention_op.register_fake
-def _(q, k, v, key_padding_mask, scale, heads):
-    check_args(q, k, v, scale, key_padding_mask, heads or None)
+def _(q, k, v, key_padding_mask, scale, heads, is_causal=False):
+    check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
     if heads:
         B, Lq = q.shape[0], q.shape[1]
         H = heads
@@ -196,18 +213,18 @@ def _(q, k, v, key_padding_mask, scale, heads):
 
 @torch.library.custom_op("genkernels::attention_backward", mutates_args=())
 def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                          key_padding_mask: Optional[Tensor], scale: float, heads: int, backend: str
-                          ) -> Tuple[Tensor, Tensor, Tensor]:
+                          key_padding_mask: Optional[Tensor], scale: float, heads: int, backend: str,
+                          is_causal: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); `backend`: the one the forward ran on ("auto": resolve now)."""
-    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads)
+    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
     backend = resolve(OP, q.device, GPU_ORDER, name=backend)
-    dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads)
+    dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
 
-def check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads):
+def check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal):
     """The registered backward's arguments (callable directly through torch.ops.genkernels)."""
-    check_args(q, k, v, scale, key_padding_mask, heads or None)
+    check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
     B, H, Lq, _, _ = _dims(q, k, heads)
     for name, t in (("dout", dout), ("out", out)):
         check_tensor(OP, name, t, dtypes=_DTYPES)
@@ -219,16 +236,16 @@ def check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads)
 
 
 @attention_backward_op.register_fake
-def _(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend):
-    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads)
+def _(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal=False):
+    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, mask, scale, heads = inputs
+    q, k, v, mask, scale, heads, is_causal = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, mask, out, lse)
-    ctx.scale, ctx.heads = scale, heads
+    ctx.scale, ctx.heads, ctx.is_causal = scale, heads, is_causal
     ctx.backend = current_backend()
     ctx.mark_non_differentiable(lse)
 
@@ -236,16 +253,16 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dout, _dlse):
     q, k, v, mask, out, lse = ctx.saved_tensors
     if torch.is_grad_enabled():  # double backward: through the differentiable reference
-        dq, dk, dv = _reference_backward_graph(dout, q, k, v, mask, ctx.scale, ctx.heads)
+        dq, dk, dv = _reference_backward_graph(dout, q, k, v, mask, ctx.scale, ctx.heads, ctx.is_causal)
     else:
         dq, dk, dv = torch.ops.genkernels.attention_backward(dout, q, k, v, out, lse, mask, ctx.scale,
-                                                             ctx.heads, ctx.backend)
+                                                             ctx.heads, ctx.backend, ctx.is_causal)
     n = ctx.needs_input_grad
-    return (dq if n[0] else None, dk if n[1] else None, dv if n[2] else None, None, None, None)
+    return (dq if n[0] else None, dk if n[1] else None, dv if n[2] else None, None, None, None, None)
 
 
-def _reference_backward_graph(dout, q, k, v, mask, scale, heads):
-    out, _ = reference_forward(q, k, v, mask, scale, heads)
+def _reference_backward_graph(dout, q, k, v, mask, scale, heads, is_causal):
+    out, _ = reference_forward(q, k, v, mask, scale, heads, is_causal)
     return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype), create_graph=True, allow_unused=True)
 
 
@@ -256,7 +273,7 @@ attention_op.register_autograd(_backward, setup_context=_setup_context)
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def check_args(q, k, v, scale, key_padding_mask, heads):
+def check_args(q, k, v, scale, key_padding_mask, heads, is_causal=False):
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(OP, name, t, dtypes=_DTYPES)
     if heads is not None:
@@ -310,24 +327,29 @@ def check_args(q, k, v, scale, key_padding_mask, heads):
             raise TypeError(f"{OP}: `scale` must be a float or None, got {type(scale).__name__}")
         if not math.isfinite(float(scale)):
             raise ValueError(f"{OP}: `scale` must be finite, got {float(scale)}")
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"{OP}: `is_causal` must be a bool, got {type(is_causal).__name__}")
     return d
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
-              key_padding_mask: Optional[Tensor] = None, *, heads: Optional[int] = None) -> Tensor:
+              key_padding_mask: Optional[Tensor] = None, *, heads: Optional[int] = None,
+              is_causal: bool = False) -> Tensor:
     """softmax(q kᵀ · scale) v. q [B, H, Lq, d], k/v [B, H, Lk, d]; or with `heads=H` the token layout
     q [B, Lq, H*d], k/v [B, Lk, H*d] (output in the input's layout). scale: 1/sqrt(d) by default.
-    key_padding_mask: bool [B, Lk], True = ignore that key; a fully masked row gives zeros."""
-    d = check_args(q, k, v, scale, key_padding_mask, heads)
+    key_padding_mask: bool [B, Lk], True = ignore that key; a fully masked row gives zeros.
+    is_causal: query i sees keys j <= i (top-left aligned, as torch SDPA)."""
+    d = check_args(q, k, v, scale, key_padding_mask, heads, is_causal)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     if under_functorch():
-        return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0))[0]
-    return attention_op(q, k, v, key_padding_mask, scale, int(heads or 0))[0]
+        return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]
+    return attention_op(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
-                        key_padding_mask: Optional[Tensor] = None, *, heads: Optional[int] = None) -> Tensor:
+                        key_padding_mask: Optional[Tensor] = None, *, heads: Optional[int] = None,
+                        is_causal: bool = False) -> Tensor:
     """The eager-PyTorch specification of attention (differentiable to any order)."""
-    d = check_args(q, k, v, scale, key_padding_mask, heads)
+    d = check_args(q, k, v, scale, key_padding_mask, heads, is_causal)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0))[0]
+    return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]

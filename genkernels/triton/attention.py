@@ -1,6 +1,8 @@
 """Triton flash attention, forward and backward (FlashAttention-2 style). Same arguments as the native
 kernels (csrc/common/attention_args.h): tensors, then ints, then floats. float32 accumulation;
-a fully masked row gives out = 0, lse = -inf and zero gradients."""
+a fully masked row gives out = 0, lse = -inf and zero gradients. CAUSAL (key j visible to row i iff
+j <= i): the key loops stop after the block holding a query block's last row, the dk/dv loop starts at
+the query block holding its first key; masked tiles are never loaded."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +13,8 @@ import triton.language as tl
 @triton.jit
 def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
                 q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
-                HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+                HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                BD: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -25,14 +28,20 @@ def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
     m_i = tl.full((BM,), float("-inf"), tl.float32)
     l_i = tl.zeros((BM,), tl.float32)
     acc = tl.zeros((BM, BD), tl.float32)
-    for n0 in range(0, Lk, BN):
+    hi = Lk
+    if CAUSAL:
+        hi = tl.minimum(Lk, (pid_m + 1) * BM)
+    for n0 in range(0, hi, BN):
         rn = n0 + rn0
         valid = _live(MASK, b, Lk, rn, HAS_MASK)
         kv_ok = valid[:, None] & (rd[None, :] < D)
         k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         s = tl.dot(q, tl.trans(k))
-        s = tl.where(valid[None, :], s, float("-inf"))
+        keep = valid[None, :]
+        if CAUSAL:
+            keep = keep & (rn[None, :] <= rm[:, None])
+        s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp(s - m_use[:, None])
@@ -60,17 +69,17 @@ def _live(MASK, b, Lk, rn, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK: tl.constexpr):
+def _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr):
     """p and ds [BM, BN] for a query block (q, do, lse, delta) against a key block (k, v at rows rn)."""
     s = tl.dot(q, tl.trans(k)) * scale
-    valid = rn < Lk
-    if HAS_MASK:
-        mk = tl.load(MASK + b * Lk + rn, mask=valid, other=1)
-        valid = valid & (mk == 0)
+    valid = _live(MASK, b, Lk, rn, HAS_MASK)
     fin = lse != float("-inf")
     lse_u = tl.where(fin, lse, 0.0)
     p = tl.exp(s - lse_u[:, None])
-    p = tl.where(valid[None, :] & fin[:, None], p, 0.0)
+    keep = valid[None, :] & fin[:, None]
+    if CAUSAL:
+        keep = keep & (rn[None, :] <= rm[:, None])
+    p = tl.where(keep, p, 0.0)
     dp = tl.dot(do, tl.trans(v))
     ds = p * (dp - delta[:, None])
     return p, ds
@@ -79,7 +88,8 @@ def _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK: tl.constex
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
                      q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
-                     HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+                     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     BD: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -92,14 +102,17 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
     v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=live, other=0.0).to(tl.float32)
     dk = tl.zeros((BN, BD), tl.float32)
     dv = tl.zeros((BN, BD), tl.float32)
-    for m0 in range(0, Lq, BM):
+    lo = 0
+    if CAUSAL:
+        lo = (pid_n * BN) // BM * BM
+    for m0 in range(lo, Lq, BM):
         rm = m0 + tl.arange(0, BM)
         q_ok = (rm[:, None] < Lq) & (rd[None, :] < D)
         q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
         do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
         lse = tl.load(LSE + bh * Lq + rm, mask=rm < Lq, other=float("-inf"))
         delta = tl.load(DELTA + bh * Lq + rm, mask=rm < Lq, other=0.0)
-        p, ds = _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK)
+        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL)
         dv += tl.dot(tl.trans(p), do)
         dk += tl.dot(tl.trans(ds), q)
     tl.store(DK + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], (dk * scale).to(DK.dtype.element_ty), mask=kv_ok)
@@ -109,7 +122,8 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
                    q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
-                   HAS_MASK: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+                   HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                   BD: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -122,12 +136,15 @@ def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
     lse = tl.load(LSE + bh * Lq + rm, mask=rm < Lq, other=float("-inf"))
     delta = tl.load(DELTA + bh * Lq + rm, mask=rm < Lq, other=0.0)
     dq = tl.zeros((BM, BD), tl.float32)
-    for n0 in range(0, Lk, BN):
+    hi = Lk
+    if CAUSAL:
+        hi = tl.minimum(Lk, (pid_m + 1) * BM)
+    for n0 in range(0, hi, BN):
         rn = n0 + tl.arange(0, BN)
         kv_ok = _live(MASK, b, Lk, rn, HAS_MASK)[:, None] & (rd[None, :] < D)
         k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
         v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
-        p, ds = _probs(q, k, v, do, lse, delta, rn, Lk, b, MASK, scale, HAS_MASK)
+        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL)
         dq += tl.dot(ds, k)
     tl.store(DQ + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], (dq * scale).to(DQ.dtype.element_ty), mask=q_ok)
 
@@ -139,16 +156,16 @@ def _blocks(D):
     return BM, BN, BD
 
 
-def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_and_scale):
-    *strides, scale = strides_and_scale
+def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_causal_scale):
+    *strides, causal, scale = strides_causal_scale
     BM, BN, BD = _blocks(D)
     grid = (triton.cdiv(Lq, BM), B * H)
     _fwd_kernel[grid](q, k, v, mask if mask is not None else q, out, lse, H, Lq, Lk, D, *strides, scale,
-                      HAS_MASK=mask is not None, BM=BM, BN=BN, BD=BD)
+                      HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD)
 
 
-def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *strides_and_scale):
-    *strides, scale = strides_and_scale
+def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *strides_causal_scale):
+    *strides, causal, scale = strides_causal_scale
     o_sb, o_sh, o_sl = strides[9:12]
     # delta_i = dout_i . out_i per (b, h, i), [B*H, Lq] float32
     ov = torch.as_strided(out, (B, H, Lq, D), (o_sb, o_sh, o_sl, 1)).float()
@@ -157,6 +174,6 @@ def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *s
     BM, BN, BD = _blocks(D)
     m = mask if mask is not None else q
     _bwd_dkdv_kernel[(triton.cdiv(Lk, BN), B * H)](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D, *strides,
-                                                    scale, HAS_MASK=mask is not None, BM=BM, BN=BN, BD=BD)
+                                                    scale, HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD)
     _bwd_dq_kernel[(triton.cdiv(Lq, BM), B * H)](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D, *strides,
-                                                  scale, HAS_MASK=mask is not None, BM=BM, BN=BN, BD=BD)
+                                                  scale, HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD)

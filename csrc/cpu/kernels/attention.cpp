@@ -11,7 +11,9 @@
 //      exp(m_old - m_new) only from the second tile on. When all keys fit one tile (Lk <= ~256, the
 //      cross-attention case with 77 text tokens) this is a single pass with no rescaling at all;
 //   3. O += P V: RB rows x up to CB vectors of D in registers over the whole tile.
-// A fully masked row gets out = 0 and lse = -inf.
+// A fully masked row gets out = 0 and lse = -inf. Causal: a task stops at the tile holding its last
+// row's last visible key (the tiles past it are never computed); within that tile, keys past each
+// row are set to -inf before the softmax.
 // Backward (FlashAttention-2 style, P recomputed from lse, deterministic): one pass over (bh, chunk of
 // query blocks) on the same tiles and micro-kernels; see backward().
 #include <algorithm>
@@ -294,15 +296,19 @@ void forward(const AttnArgs& a, int threads) {
       }
     }
     std::memset(O.p, 0, sizeof(A) * std::size_t(Rp * Dp));
-    for (std::int64_t pt = 0; pt < npanels; pt += geo.tile_panels) {
-      const std::int64_t pe = std::min(npanels, pt + geo.tile_panels);
-      const std::int64_t j0 = pt * Geometry<A>::NW, nk = geo.tile_keys(pt, pe, Lk);
+    const std::int64_t Lv = a.causal ? std::min(Lk, m0 + rows) : Lk;  // keys any row of the block sees
+    const std::int64_t nvis = (Lv + Geometry<A>::NW - 1) / Geometry<A>::NW;
+    for (std::int64_t pt = 0; pt < nvis; pt += geo.tile_panels) {
+      const std::int64_t pe = std::min(nvis, pt + geo.tile_panels);
+      const std::int64_t j0 = pt * Geometry<A>::NW, nk = geo.tile_keys(pt, pe, Lv);
       // 1. logits
       qk_tile(qrow.data(), R, kp, bi, D, scale, pt, pe, nk, S.p, KT);
       // 2. online softmax
       const bool first = pt == 0;
       for (std::int64_t r = 0; r < R; ++r) {
         A* s = S.p + r * KT;
+        if (a.causal)  // keys past row m0 + r (the first tile always keeps key 0)
+          for (std::int64_t j = std::max<std::int64_t>(0, m0 + r + 1 - j0); j < nk; ++j) s[j] = NEG;
         // row max over the tile (nk is a whole number of vectors); explicit vectors: the
         // compiler keeps a scalar max reduction serial
         V mv = splat<V>(NEG);
@@ -333,7 +339,7 @@ void forward(const AttnArgs& a, int threads) {
         m[r] = mnew;
       }
       // 3. O += P V over the real keys only (P of the padding is 0)
-      pv_tile(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lk - j0), geo.Dh, O.p, Dp);
+      pv_tile(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lv - j0), geo.Dh, O.p, Dp);
     }
     // ---- normalise and store
     T* ob = out + b * a.os[0] + h * a.os[1];
@@ -355,7 +361,8 @@ void forward(const AttnArgs& a, int threads) {
 //   dQ += dS K,  dV += P^T dO,  dK += dS^T Q   (then dQ, dK times scale)
 // all through the forward's micro-kernels (five Lq x Lk x D products, the minimum). dK, dV are
 // accumulated per task: with one chunk per head (enough tasks) straight into the result, else into
-// per-chunk partials summed in a fixed order afterwards (deterministic).
+// per-chunk partials summed in a fixed order afterwards (deterministic). Causal: a query block walks
+// only the key tiles up to its last row; P and dS past each row's diagonal are zero.
 template <class T>
 void backward(const AttnArgs& a, int threads) {
   using A = acc_t<T>;
@@ -431,9 +438,11 @@ void backward(const AttnArgs& a, int threads) {
         L[r] = r < rows ? lse[bh * Lq + m0 + r] : NEG;  // padding rows: P = 0
       }
       std::memset(dQ.p, 0, sizeof(A) * std::size_t(Rp * Dp));
-      for (std::int64_t pt = 0; pt < npanels; pt += geo.tile_panels) {
-        const std::int64_t pe = std::min(npanels, pt + geo.tile_panels);
-        const std::int64_t j0 = pt * NW, nk = geo.tile_keys(pt, pe, Lk), nkv = std::min(nk, Lk - j0);
+      const std::int64_t Lv = a.causal ? std::min(Lk, m0 + rows) : Lk;  // keys any row of the block sees
+      const std::int64_t nvis = (Lv + NW - 1) / NW;
+      for (std::int64_t pt = 0; pt < nvis; pt += geo.tile_panels) {
+        const std::int64_t pe = std::min(nvis, pt + geo.tile_panels);
+        const std::int64_t j0 = pt * NW, nk = geo.tile_keys(pt, pe, Lv), nkv = std::min(nk, Lv - j0);
         const std::int64_t nkr = (nkv + kRB - 1) / kRB * kRB;
         qk_tile(qrow.data(), R, kp, bi, D, scale, pt, pe, nk, P.p, KT);
         qk_tile(grow.data(), R, vp, nobias.p, D, A(1), pt, pe, nk, dS.p, KT);
@@ -441,17 +450,19 @@ void backward(const AttnArgs& a, int threads) {
           A* pr = P.p + r * KT;
           A* sr = dS.p + r * KT;
           const A Lr = L[r], Lu = Lr == NEG ? A(0) : Lr, dl = delta[r];
+          // keys of this row: [0, jv) of the tile (causal: up to the diagonal)
+          const std::int64_t jv = a.causal ? std::max<std::int64_t>(0, std::min(nkv, m0 + r + 1 - j0)) : nkv;
           if (Lr == NEG) {  // fully masked or padding row: no probability, no gradient
             std::fill(pr, pr + nkr, A(0));
             std::fill(sr, sr + nkr, A(0));
           } else {
 #pragma omp simd
-            for (std::int64_t j = 0; j < nkv; ++j) {
+            for (std::int64_t j = 0; j < jv; ++j) {
               const A pj = exp_a(pr[j] - Lu);
               pr[j] = pj;
               sr[j] = pj * (sr[j] - dl);
             }
-            for (std::int64_t j = nkv; j < nkr; ++j) pr[j] = sr[j] = A(0);
+            for (std::int64_t j = jv; j < nkr; ++j) pr[j] = sr[j] = A(0);
           }
           for (std::int64_t j = 0; j < nkr; ++j) {  // transposed copies for dV, dK
             Pt.p[j * Rp + r] = pr[j];
