@@ -198,7 +198,7 @@ def test_opcheck(backend):
         torch.library.opcheck(op, (x, mo, z, at, ap, 0.0, 0.0, 0.5, 3.0, 1.0, 0, False, 0))
         x1, m1, _ = make((2, 3, 4, 5), torch.float32, False, channels_last=True)
         torch.library.opcheck(op, (x1, m1, None, None, None, 0.3, 0.6, 0.0, None, None, 2, True, 0))
-        torch.library.opcheck(op, (x1, m1, z, None, ap, 0.3, 0.0, 0.0, None, 1.0, 1, False, 1))
+        torch.library.opcheck(op, (x1, m1, z, None, ap, 0.2, 0.0, 0.0, None, 1.0, 1, False, 1))  # a_t <= each a_prev
 
 
 def test_compile_fullgraph_no_graph_break():
