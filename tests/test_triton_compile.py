@@ -30,3 +30,22 @@ def test_every_triton_kernel_compiles_for_sm90(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert " 0 errors" in r.stdout and " 0 specialisations" not in r.stdout, out[-2000:]
+
+
+def test_auto_routes_float64_attention_away_from_triton(monkeypatch):
+    """On a GPU, auto prefers Triton for attention, whose kernels keep a float32 softmax state: float64
+    goes to the CUDA kernels; the Triton wrappers themselves refuse it with a clear error."""
+    import torch
+
+    import genkernels
+    from genkernels import backend
+    from genkernels.ops.attention import gpu_order
+
+    monkeypatch.setattr(backend, "backend_error", lambda name, device: None)  # every backend "available"
+    gpu = torch.device("cuda")
+    assert backend.resolve("attention", gpu, gpu_order(torch.float64)) == "cuda"
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        assert backend.resolve("attention", gpu, gpu_order(dt)) == "triton"
+    q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
+    with genkernels.use_backend("triton"), pytest.raises(ValueError, match="float64"):
+        genkernels.attention(q, q, q)
