@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import launch
+
 
 @triton.jit
 def _mm(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
@@ -31,8 +33,10 @@ def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
                 q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
                 HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                 BD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid = tl.program_id(0)  # blocks of each (batch, head) flattened into grid x: no 65,535 limit on B*H
+    nblk = tl.cdiv(Lq, BM)
+    bh = (pid // nblk).to(tl.int64)  # b * q_sb and bh * Lq may pass 2**31
+    pid_m = pid % nblk
     b = bh // H
     h = bh % H
     rm = pid_m * BM + tl.arange(0, BM)
@@ -101,8 +105,10 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
                      q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
                      HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      BD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid = tl.program_id(0)  # flattened as in _fwd_kernel
+    nblk = tl.cdiv(Lk, BN)
+    bh = (pid // nblk).to(tl.int64)  # b * q_sb and bh * Lq may pass 2**31
+    pid_n = pid % nblk
     b = bh // H
     h = bh % H
     rn = pid_n * BN + tl.arange(0, BN)
@@ -134,8 +140,10 @@ def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
                    q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
                    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                    BD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid = tl.program_id(0)  # blocks of each (batch, head) flattened into grid x: no 65,535 limit on B*H
+    nblk = tl.cdiv(Lq, BM)
+    bh = (pid // nblk).to(tl.int64)  # b * q_sb and bh * Lq may pass 2**31
+    pid_m = pid % nblk
     b = bh // H
     h = bh % H
     rm = pid_m * BM + tl.arange(0, BM)
@@ -187,7 +195,7 @@ def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_causal_scal
     *strides, causal, scale = strides_causal_scale
     _check_dtype(q)
     meta = _meta(q, mask, causal, D)
-    grid = (triton.cdiv(Lq, meta["BM"]), B * H)
+    grid = launch.grid(triton.cdiv(Lq, meta["BM"]) * B * H, kernel="attention_fwd (triton)")
     _fwd_kernel[grid](q, k, v, mask if mask is not None else q, out, lse, H, Lq, Lk, D, *strides, scale, **meta)
 
 
@@ -201,7 +209,7 @@ def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *s
     delta = (ov * gv).sum(-1).contiguous()
     meta = _meta(q, mask, causal, D)
     m = mask if mask is not None else q
-    _bwd_dkdv_kernel[(triton.cdiv(Lk, meta["BN"]), B * H)](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D,
-                                                           *strides, scale, **meta)
-    _bwd_dq_kernel[(triton.cdiv(Lq, meta["BM"]), B * H)](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D,
-                                                         *strides, scale, **meta)
+    grid_kv = launch.grid(triton.cdiv(Lk, meta["BN"]) * B * H, kernel="attention_bwd (triton)")
+    grid_q = launch.grid(triton.cdiv(Lq, meta["BM"]) * B * H, kernel="attention_bwd (triton)")
+    _bwd_dkdv_kernel[grid_kv](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D, *strides, scale, **meta)
+    _bwd_dq_kernel[grid_q](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D, *strides, scale, **meta)
