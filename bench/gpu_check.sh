@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The one prepared script for a lent GPU (H100, no network): build for sm_90, GPU tests, GPU
-# benchmarks, compute-sanitizer memcheck. Runs from anywhere; works in the repository root.
+# The one prepared script for a lent GPU (H100/H200, no network). In this order (issue 16):
+#   versions, build for sm_90, `genkernels info` (driver, runtime, device), one call per op on each GPU
+#   backend, the GPU test suite, compute-sanitizer memcheck / racecheck / synccheck / initcheck on a small
+#   case of every CUDA kernel, a CUDA-graph capture of every op, the benchmarks, and the wheel built on
+#   the CPU machine installed next to this machine's torch (a second torch version).
+# Runs from anywhere; works in the repository root.
 #
 #   OUT=/some/dir bash bench/gpu_check.sh
 #
-# Writes $OUT/gpu_check.log (everything), $OUT/bench_cuda*.json/.png, $OUT/pytest_gpu.xml (at most
-# 8 files). Every step has its own time limit and the whole script stops before GPU_CHECK_BUDGET
-# seconds (default 450); a failing step is reported and later steps still run.
-# Exit status: 0 all steps passed, 1 a step failed, 2 no GPU (CUDA steps skipped, nothing failed).
+# Writes $OUT/gpu_check.log (everything), $OUT/bench_cuda*.json/.png, $OUT/pytest_gpu.xml. Every step has
+# its own time limit and the whole script stops before GPU_CHECK_BUDGET seconds (default 450); a failing
+# step is reported and later steps still run, except without a GPU: the first GPU step fails and the
+# script stops there (a dry run: GPU_CHECK_BUILD=always builds and runs `info` first).
+# Exit status: 0 all steps passed, 1 a step failed (or no GPU reached the GPU steps).
 #
 # Environment: PYTHON (default: the first of python, python3 that imports torch),
 # GPU_CHECK_BUDGET (seconds), GPU_CHECK_BUILD=always (build even without a GPU: compile check),
-# GPU_CHECK_ARCHS (default 90).
+# GPU_CHECK_ARCHS (default 90), GPU_CHECK_WHEEL (default: the newest dist/genkernels-*.whl).
 set -u -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -120,8 +125,9 @@ export SANITIZE_PY
 trap 'rm -f "$SANITIZE_PY"' EXIT
 cat > "$SANITIZE_PY" <<'EOF'
 """Calls every genkernels GPU kernel once (tests/op_calls.py: forward and backward, small odd shapes,
-NCHW and channels_last) in fp32 and fp16 on each GPU backend, for compute-sanitizer. Python-level
-errors are reported as WARN; a CUDA error exits 1."""
+NCHW and channels_last) in fp32 and fp16 on each GPU backend (GK_BACKENDS: a comma list to restrict),
+plain or under compute-sanitizer. GK_GRAPH=1: each call is captured in a CUDA graph and replayed.
+Python-level errors are reported as WARN (as FAIL with GK_GRAPH=1); a CUDA error exits 1."""
 import os
 import sys
 import torch
@@ -131,15 +137,32 @@ dev = torch.device("cuda")
 cuda_errors, warns = [], []
 
 
+GRAPH = os.environ.get("GK_GRAPH") == "1"
+
+
+def captured(fn):
+    """fn captured in a CUDA graph (after a warm-up on a side stream, as torch.cuda.graph needs), replayed."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+
+
 def run(label, fn):
     try:
-        fn()
+        captured(fn) if GRAPH else fn()
         torch.cuda.synchronize()
         print("OK  ", label, flush=True)
     except Exception as e:
         msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         is_cuda = any(k in str(e) for k in ("CUDA error", "[CUDA]", "illegal memory", "misaligned address",
                                             "unspecified launch failure", "cudaError"))
+        is_cuda = is_cuda or GRAPH
         (cuda_errors if is_cuda else warns).append(f"{label}: {msg}")
         print("FAIL" if is_cuda else "WARN", label, msg, flush=True)
 
@@ -147,10 +170,13 @@ def run(label, fn):
 sys.path.insert(0, os.path.join(os.environ["REPO"], "tests"))
 from op_calls import op_calls  # noqa: E402
 
-backends = [b for b in genkernels.available_backends("cuda") if b in ("cuda", "triton")]
+if not torch.cuda.is_available():
+    print("FAIL: no GPU (torch.cuda.is_available() is False): nothing to call"); sys.exit(1)
+wanted = os.environ.get("GK_BACKENDS", "cuda,triton").split(",")
+backends = [b for b in genkernels.available_backends("cuda") if b in wanted]
 print("backends under test:", backends)
 if not backends:
-    print("no GPU backend available"); sys.exit(1)
+    print("FAIL: no GPU backend available"); sys.exit(1)
 for be in backends:
     with genkernels.use_backend(be):
         for dt in (torch.float32, torch.float16):
@@ -162,13 +188,51 @@ for m in cuda_errors + warns:
 sys.exit(1 if cuda_errors else 0)
 EOF
 
+# sanitize TOOL [BACKENDS]: compute-sanitizer TOOL over one call per op (small cases).
 sanitize() {
   local cs
   cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
-  if [ -z "$cs" ]; then echo "compute-sanitizer: not found, nothing to do"; return 0; fi
+  if [ -z "$cs" ]; then echo "compute-sanitizer: not found"; return 1; fi
   # One cudaMalloc per tensor, so an out-of-bounds access cannot land inside a pooled block.
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 3 --print-limit 20 \
-    "$PY" "$SANITIZE_PY"
+  GK_BACKENDS=${2:-cuda,triton} PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$1" --error-exitcode 3 \
+    --print-limit 20 "$PY" "$SANITIZE_PY"
+}
+
+# The wheel built on the CPU machine (`pip wheel --no-deps -w dist .`), installed in a throwaway venv that
+# sees this machine's torch, imported from outside the repository, one call per op.
+wheel_check() {
+  local whl=${GPU_CHECK_WHEEL:-$(ls -t "$REPO"/dist/genkernels-*.whl 2>/dev/null | head -1)}
+  if [ -z "$whl" ] || [ ! -f "$whl" ]; then echo "no wheel (dist/genkernels-*.whl or GPU_CHECK_WHEEL)"; return 1; fi
+  local venv
+  venv=$(mktemp -d /tmp/gk_wheel_XXXX)
+  "$PY" -m venv --system-site-packages "$venv" && "$venv/bin/pip" install -q --no-deps --no-index "$whl" || return 1
+  (cd "$venv" && env -u PYTHONPATH REPO="$REPO" "$venv/bin/python" -c "import genkernels, torch; \
+print('wheel genkernels from', genkernels.__file__, 'torch', torch.__version__)" && \
+    env -u PYTHONPATH REPO="$REPO" "$venv/bin/python" "$SANITIZE_PY")
+}
+
+# First GPU step without a GPU: report it clearly and stop (a dry run ends here).
+stop_without_gpu() {
+  if [ "$HAVE_GPU" != 1 ]; then
+    echo; echo "!!! stopping after [$1]: no GPU on this machine; the later steps need one"
+    SKIPPED+=("everything after $1 (no GPU)")
+    finish
+  fi
+}
+
+finish() {
+  echo
+  echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
+  for s in "${PASSED[@]+"${PASSED[@]}"}"; do echo "  passed   $s"; done
+  for s in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  skipped  $s"; done
+  for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "  FAILED   $s"; done
+  echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+  local status=0
+  if [ "${#FAILED[@]}" -gt 0 ] || [ "$HAVE_GPU" != 1 ]; then status=1; fi
+  echo "exit status $status"
+  exec 1>&- 2>&-
+  wait "$TEE_PID" 2>/dev/null
+  exit "$status"
 }
 
 echo "genkernels gpu_check: $(date -Is) in $REPO, budget ${BUDGET}s, archs sm_$ARCHS, OUT=$OUT"
@@ -187,48 +251,29 @@ fi
 
 step info 60 "$PY" -m genkernels.cli info
 
-if [ "$HAVE_GPU" = 1 ]; then
-  # (tests/test_benchmark.py checks CPU benchmark machinery, run by CI; the bench steps below use it on the GPU)
-  step "gpu tests" 110 "$PY" -m pytest tests -q -m "not slow" --maxfail=20 -rfE -p no:cacheprovider \
-    --ignore=tests/test_benchmark.py --junitxml="$OUT/pytest_gpu.xml"
-  # The headline case of every op first (each case compiles its torch.compile impl: seconds each),
-  # then the sanitizer, then as many of the SD/StyleGAN shapes in fp16/bf16 as the time left allows
-  # (the bench writes its JSON after every case, so a cut-short run keeps what it measured).
-  step "bench cuda (headline cases)" 120 "$PY" -m genkernels.cli bench --device cuda --quick --out bench/results
-  collect
-  step "compute-sanitizer memcheck" 80 sanitize
-  if [ $((DEADLINE - $(date +%s))) -gt 60 ]; then
-    step "bench cuda graphs (quick)" 50 "$PY" -m genkernels.cli bench --device cuda --quick --cuda-graphs \
-      --out bench/results
-    collect
-  else
-    skip "bench cuda graphs (quick)" "not enough time left"
-  fi
-  full_limit=$(( DEADLINE - $(date +%s) - 10 ))
-  if [ "$full_limit" -gt 40 ]; then
-    step "bench cuda (fp16/bf16 shapes)" "$full_limit" "$PY" -m genkernels.cli bench --device cuda \
-      --ops group_norm_silu,attention,ddim_step,vq_nearest,adain --dtypes bfloat16,float16 --out bench/results
-    collect
-  else
-    skip "bench cuda (fp16/bf16 shapes)" "not enough time left"
-  fi
-else
-  skip "gpu tests" "no GPU"
-  skip "bench cuda (headline cases)" "no GPU"
-  skip "compute-sanitizer memcheck" "no GPU"
-  skip "bench cuda graphs (quick)" "no GPU"
-  skip "bench cuda (fp16/bf16 shapes)" "no GPU"
-fi
+step "one call per op" 90 "$PY" "$SANITIZE_PY"
+stop_without_gpu "one call per op"
 
-echo
-echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
-for s in "${PASSED[@]+"${PASSED[@]}"}"; do echo "  passed   $s"; done
-for s in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  skipped  $s"; done
-for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "  FAILED   $s"; done
-echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
-status=0
-if [ "${#FAILED[@]}" -gt 0 ]; then status=1; elif [ "$HAVE_GPU" != 1 ]; then status=2; fi
-echo "exit status $status"
-exec 1>&- 2>&-
-wait "$TEE_PID" 2>/dev/null
-exit "$status"
+# (tests/test_benchmark.py checks CPU benchmark machinery, run by CI; the bench steps below use it on the GPU)
+step "gpu tests" 110 "$PY" -m pytest tests -q -m "not slow" --maxfail=20 -rfE -p no:cacheprovider \
+  --ignore=tests/test_benchmark.py --junitxml="$OUT/pytest_gpu.xml"
+step "compute-sanitizer memcheck" 60 sanitize memcheck
+for tool in racecheck synccheck initcheck; do   # the CUDA kernels' shared memory, barriers, reads
+  step "compute-sanitizer $tool" 40 sanitize "$tool" cuda
+done
+step "cuda graph capture" 40 env GK_GRAPH=1 "$PY" "$SANITIZE_PY"
+# The headline case of every op first (each case compiles its torch.compile impl: seconds each), then as
+# many of the SD/StyleGAN shapes in fp16/bf16 as the time left allows (the bench writes its JSON after
+# every case, so a cut-short run keeps what it measured); the wheel check keeps its 40 s.
+step "bench cuda (headline cases)" 100 "$PY" -m genkernels.cli bench --device cuda --quick --out bench/results
+collect
+full_limit=$(( DEADLINE - $(date +%s) - 50 ))
+if [ "$full_limit" -gt 40 ]; then
+  step "bench cuda (fp16/bf16 shapes)" "$full_limit" "$PY" -m genkernels.cli bench --device cuda \
+    --ops group_norm_silu,attention,ddim_step,vq_nearest,adain --dtypes bfloat16,float16 --out bench/results
+  collect
+else
+  skip "bench cuda (fp16/bf16 shapes)" "not enough time left"
+fi
+step "wheel next to this torch" 40 wheel_check
+finish

@@ -197,7 +197,7 @@ for _name in ("autoencoder", "vae", "vqvae"):
 # torch.compile of it), the loop with diffusers' DDIMScheduler and guidance written as its pipelines do;
 # ``genkernels[b]``: genkernels.models.unet on backend b, the loop with genkernels.nn.DDIMScheduler
 # (guidance fused into the step). GPU: full width, 64x64 latents, float16. CPU: the same architecture at
-# reduced width and latent size, float32.
+# reduced width (keeping SD 1.5's attention head sizes) and latent size, float32.
 UNET_TOKENS, UNET_STEPS, UNET_GUIDANCE = 77, 20, 7.5
 
 
@@ -206,8 +206,9 @@ def _unet_shape(device, loop: bool):
     from .models.unet import SD15_UNET
     if device.type == "cuda":
         return dict(SD15_UNET), 64, torch.float16
-    widths = (32, 64, 128, 128) if loop else (64, 128, 256, 256)
-    return dict(SD15_UNET, block_out_channels=widths), 16 if loop else 32, torch.float32
+    # half (step) / quarter (loop) width with SD 1.5's head sizes (40, 80, 160): 4 / 2 heads per level
+    widths, heads = ((80, 160, 320, 320), 2) if loop else ((160, 320, 640, 640), 4)
+    return dict(SD15_UNET, block_out_channels=widths, attention_head_dim=heads), 8 if loop else 16, torch.float32
 
 
 def _unet_pair(cfg, device, dtype):

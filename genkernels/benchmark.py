@@ -583,4 +583,5 @@ def system_info(device=None) -> dict:
 
 # The per-op case definitions register themselves on import.
 from . import bench_cases  # noqa: E402,F401
+from . import bench_patch  # noqa: E402,F401  (genkernels.patch on diffusers models)
 from . import bench_models  # noqa: E402,F401  (end-to-end model cases)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 triton = pytest.importorskip("triton")
+from genkernels.triton import group_norm as _gn  # noqa: E402
 
 
 def _has_cuda_backend() -> bool:
@@ -30,3 +31,82 @@ def test_every_triton_kernel_compiles_for_sm90(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert " 0 errors" in r.stdout and " 0 specialisations" not in r.stdout, out[-2000:]
+
+
+def test_auto_routes_float64_attention_away_from_triton(monkeypatch):
+    """On a GPU, auto prefers Triton for attention, whose kernels keep a float32 softmax state: float64
+    goes to the CUDA kernels; the Triton wrappers themselves refuse it with a clear error."""
+    import torch
+
+    import genkernels
+    from genkernels import backend
+    from genkernels.ops.attention import gpu_order
+
+    monkeypatch.setattr(backend, "backend_error", lambda name, device: None)  # every backend "available"
+    gpu = torch.device("cuda")
+    assert backend.resolve("attention", gpu, gpu_order(torch.float64)) == "cuda"
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        assert backend.resolve("attention", gpu, gpu_order(dt)) == "triton"
+    q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
+    with genkernels.use_backend("triton"), pytest.raises(ValueError, match="float64"):
+        genkernels.attention(q, q, q)
+
+
+def test_launch_grid_refuses_what_cuda_refuses():
+    from genkernels.triton.launch import grid
+
+    assert grid(2**31 - 1, 65535, 65535, kernel="k") == (2**31 - 1, 65535, 65535)
+    for bad in ((1, 65536), (2**31,), (1, 1, 65536), (0,)):
+        with pytest.raises(ValueError, match="my_kernel"):
+            grid(*bad, kernel="my_kernel")
+
+
+def test_attention_grids_take_65536_heads(monkeypatch):
+    """B*H = 65,536 (video temporal attention: 2*64*64 positions x 8 heads): every
+    attention launch's grid within CUDA's limits, covering every (batch, head). The launches are recorded,
+    not run (the interpreter would take minutes for 65,536 programs); the flattened indexing itself runs
+    in tests/test_attention.py."""
+    import torch
+
+    from genkernels.triton import attention as ta
+
+    grids = []
+
+    class Recorder:
+        def __getitem__(self, g):
+            grids.append(g)
+            return lambda *args, **kwargs: None
+
+    for name in ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel"):
+        monkeypatch.setattr(ta, name, Recorder())
+    B, H, L, d = 8192, 8, 1, 8
+    q = torch.zeros(B, H, L, d)
+    lse = torch.zeros(B, H, L)
+    strides = [H * L * d, L * d, d] * 4
+    ta.attention_fwd(q, q, q, None, q, lse, B, H, L, L, d, *strides, 0, 1.0)
+    ta.attention_bwd(q, q, q, None, q, q, lse, q, q, q, B, H, L, L, d, *strides, 0, 1.0)
+    assert len(grids) == 3
+    for g in grids:
+        g = tuple(g)
+        assert g[0] <= 2**31 - 1 and all(n <= 65535 for n in g[1:]), g
+        assert torch.tensor(g).prod().item() >= B * H, g  # at least one program per (batch, head)
+
+
+def test_group_norm_tile_offsets_are_64_bit():
+    """C*HW >= 2**31 (a video VAE activation [1, 128, 65, 720, 1280]): the in-sample offsets of the Triton
+    group-norm kernels must not wrap. Checked on the offset helper itself (no 2**31-element tensor)."""
+    import torch
+    import triton.language as tl
+
+
+    @triton.jit
+    def offsets(OUT, C, HW, CL: tl.constexpr):
+        c = C - 1 + tl.arange(0, 1)
+        hw = HW - 1 + tl.arange(0, 1)
+        tl.store(OUT + tl.arange(0, 1)[:, None], _gn._tile_offsets(c, hw, C, HW, CL))
+
+    C, HW = 128, 65 * 720 * 1280
+    for cl, want in ((False, (C - 1) * HW + HW - 1), (True, (HW - 1) * C + C - 1)):
+        out = torch.zeros(1, dtype=torch.int64)
+        offsets[(1,)](out, C, HW, CL=cl)
+        assert out.item() == want > 2**31

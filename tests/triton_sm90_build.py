@@ -4,7 +4,12 @@ interpreter, which runs the kernels in CI, accepts code the GPU compiler rejects
 driven through the public ops on small CPU tensors of every dtype, fwd and bwd; each launch is caught
 before it runs and compiled for the signature it would have had (argument types and annotations; not
 Triton's value specialisations such as ints equal to 1). Prints a summary; exit 1 on any error.
+
+Beyond "it compiles": attention at every head-dim bucket (8..256) and float64 for every op (attention's
+Triton wrappers must refuse float64 with a ValueError: the op routes it elsewhere); the precision of
+attention's products read from the PTX (float32 data: no TF32 mma; 16-bit data: native f16/bf16 mma).
 """
+import re
 import os
 import sys
 from pathlib import Path
@@ -50,6 +55,20 @@ def build(fn, args, kwargs):
     return triton.compile(ASTSource(fn, sig, constexprs=consts), target=TARGET, options=options)
 
 
+HEAD_DIMS = (8, 32, 128, 256)  # with op_calls (d = 40, 64, 160): every BD bucket of triton/attention.py
+
+
+def _head_dim_calls(dt):
+    import genkernels
+
+    def call(d):
+        def f():
+            q, k, v = (torch.randn(1, 2, 33, d, dtype=dt, requires_grad=True) for _ in range(3))
+            genkernels.attention(q, k, v).sum().backward()
+        return f
+    return {f"attention d={d}": call(d) for d in HEAD_DIMS}
+
+
 def drive(errors):
     import genkernels
     import genkernels.backend as backend
@@ -57,12 +76,38 @@ def drive(errors):
 
     backend.backend_error = lambda name, device: None  # let the triton backend take CPU tensors
     with genkernels.use_backend("triton"):
-        for dt in (torch.float32, torch.float16, torch.bfloat16):
-            for name, f in op_calls("cpu", dt).items():
+        for dt in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            calls = op_calls("cpu", dt)
+            if dt != torch.float64:
+                calls.update(_head_dim_calls(dt))
+            for name, f in calls.items():
+                refuse = dt == torch.float64 and name.startswith("attention")
                 try:
                     f()
+                except ValueError as e:
+                    if not (refuse and "float64" in str(e)):
+                        errors.append(f"host side of {name} {dt}: ValueError: {e}")
                 except Exception as e:
                     errors.append(f"host side of {name} {dt}: {type(e).__name__}: {e}")
+                else:
+                    if refuse:
+                        errors.append(f"{name} {dt}: the triton backend accepted float64")
+
+
+MMA = re.compile(r"^\s*(wgmma|mma)\S*", re.M)
+
+
+def check_precision(fn, args, ptx, errors):
+    """attention's products: no TF32 for float32 data, native 16-bit operands for half types."""
+    if not fn.fn.__module__.endswith("triton.attention"):
+        return
+    dt = args[0].dtype
+    mmas = {m.group(0).strip() for m in MMA.finditer(ptx)}
+    if dt == torch.float32 and any("tf32" in m for m in mmas):
+        errors.append(f"{fn.__name__} float32: TF32 tensor-core products {sorted(mmas)[:2]}")
+    want = {torch.float16: ".f16.f16", torch.bfloat16: ".bf16.bf16"}.get(dt)
+    if want and not any(want in m for m in mmas):
+        errors.append(f"{fn.__name__} {dt}: no native {want} mma in the PTX ({sorted(mmas)[:2]})")
 
 
 def main() -> int:
@@ -89,6 +134,7 @@ def main() -> int:
         built += 1
         if not k.asm.get("cubin"):
             errors.append(f"{fn.__name__}: no cubin")
+        check_precision(fn, args, k.asm["ptx"], errors)
         if k.metadata.shared > MAX_SHARED:
             errors.append(f"{fn.__name__}: {k.metadata.shared} bytes of shared memory > {MAX_SHARED}")
     kernels = sorted({fn.__name__ for fn, _, _ in launches})

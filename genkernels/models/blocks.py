@@ -255,14 +255,19 @@ class UNetMidBlock2D(nn.Module):
         return x
 
 
+def _resnet_chain(in_channels: int, out_channels: int, num_layers: int, groups: int, eps: float) -> nn.ModuleList:
+    """num_layers ResNet blocks without time embedding, the first from in_channels to out_channels."""
+    return nn.ModuleList([ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, groups=groups, eps=eps)
+                          for i in range(num_layers)])
+
+
 class DownEncoderBlock2D(nn.Module):
     """num_layers ResNet blocks, then a stride-2 conv (padding 0, right/bottom pad) unless last."""
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int, *, groups: int = 32,
                  eps: float = 1e-6, add_downsample: bool = True, downsample_padding: int = 0):
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels,
-                                                    groups=groups, eps=eps) for i in range(num_layers)])
+        self.resnets = _resnet_chain(in_channels, out_channels, num_layers, groups, eps)
         self.downsamplers = nn.ModuleList([Downsample2D(out_channels, use_conv=True, padding=downsample_padding)
                                            ]) if add_downsample else None
 
@@ -280,8 +285,7 @@ class UpDecoderBlock2D(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, num_layers: int, *, groups: int = 32,
                  eps: float = 1e-6, add_upsample: bool = True):
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels,
-                                                    groups=groups, eps=eps) for i in range(num_layers)])
+        self.resnets = _resnet_chain(in_channels, out_channels, num_layers, groups, eps)
         self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True)]) if add_upsample else None
 
     def forward(self, x: Tensor) -> Tensor:

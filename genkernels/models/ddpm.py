@@ -69,7 +69,7 @@ TINY = dict(image_size=8, block_out_channels=(8, 16), attention_levels=(False, T
             norm_num_groups=4, num_train_timesteps=100, sample_steps=4, batch_size=8, steps=20)
 # sklearn's digits are 8x8 originals: the native resolution keeps the preset trainable in minutes on a CPU
 DIGITS = dict(image_size=8, block_out_channels=(32, 64), attention_levels=(False, True), batch_size=32,
-              steps=2000)
+              steps=1000)
 
 
 class DDPM(Model):

@@ -82,8 +82,10 @@ class LDMConfig(DDIMConfig):
 TINY = dict(image_size=8, ae_block_out_channels=(8, 8), latent_channels=2, ae_norm_num_groups=4, ae_steps=2,
             block_out_channels=(8, 16), attention_levels=(False, True), attention_heads=2, norm_num_groups=4,
             num_train_timesteps=100, sample_steps=4, batch_size=8, steps=20)
-DIGITS = dict(image_size=16, ae_block_out_channels=(32, 64), latent_channels=4, ae_steps=1500,
-              block_out_channels=(64, 128), attention_levels=(False, True), batch_size=64, steps=5000)
+# the digits at their native 8x8 (sized for a shared 2-core CPU): a 2x KL autoencoder to 4x4x4 latents
+DIGITS = dict(image_size=8, ae_block_out_channels=(16, 32), latent_channels=4, ae_steps=300,
+              block_out_channels=(32, 64), attention_levels=(False, True), attention_heads=2, batch_size=32,
+              steps=2000, sample_steps=25)
 
 
 class LDM(DDIM):

@@ -89,7 +89,7 @@ class ProGAN(GANModel):
     presets: Dict[str, Dict[str, Any]] = {
         "tiny": dict(image_size=8, z_dim=16, channels=(16, 8), steps_per_phase=2, batch_size=8, steps=6),
         "digits": dict(image_size=16, z_dim=64, channels=(64, 32, 16), steps_per_phase=250, batch_size=32,
-                       steps=1800),
+                       steps=1800, ema_decay=0.99),   # a short run: 0.999 would still hold the early phases
         # the paper's CelebA-HQ 1024x1024 networks (800k images per phase at batch 16)
         "paper": dict(data="photos", in_channels=3, image_size=1024, z_dim=512,
                       channels=(512, 512, 512, 512, 256, 128, 64, 32, 16), steps_per_phase=50000,

@@ -61,10 +61,9 @@ class StableDiffusionConfig(LDMConfig):
 
 
 TINY = dict(LDM_TINY, text_hidden_size=16, text_layers=1, text_heads=2, text_intermediate_size=32)
-# the digits at their native 8x8 (sized for a shared 2-core CPU): a 2x KL autoencoder to 4x4x4 latents
-DIGITS = dict(LDM_DIGITS, image_size=8, ae_block_out_channels=(16, 32), latent_channels=4, ae_steps=300,
-              block_out_channels=(32, 64), attention_levels=(True, True), attention_heads=2, text_hidden_size=32,
-              text_layers=2, text_heads=2, text_intermediate_size=64, batch_size=32, steps=2000, sample_steps=25)
+# ldm's digits preset with cross-attention at both levels and a 2-layer text encoder of width 32
+DIGITS = dict(LDM_DIGITS, attention_levels=(True, True), text_hidden_size=32, text_layers=2, text_heads=2,
+              text_intermediate_size=64)
 
 
 class StableDiffusion(LDM):

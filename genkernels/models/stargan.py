@@ -209,8 +209,10 @@ class StarGAN(GANModel):
         """Domain accuracy of translations of `num` held-out images to random target domains, judged by
         an independent domain classifier trained on real training images (``domain_classifier``; its
         accuracy on real held-out images is the floor, chance 0.5 per attribute the ceiling) and by the
-        model's own D_cls head; reconstruction error |G(G(x, c_trg), c_org) - x|."""
-        from .. import data
+        model's own D_cls head; reconstruction error |G(G(x, c_trg), c_org) - x|; with digit labels, the
+        content kept: the in-repo digits classifier's accuracy on the translations' stroke intensity (max
+        over RGB), next to its accuracy on the real images (the floor)."""
+        from .. import data, metrics
         c = self.config
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         d = data.load(c.data, split, c.image_size)
@@ -231,6 +233,11 @@ class StarGAN(GANModel):
             out[f"domain_exact_{name}"] = {"value": acc_fake["exact"], "floor": acc_real["exact"],
                                            "ceiling": 0.5 ** c.c_dim}
         out["rec_l1"] = {"value": float((rec - x).abs().mean()), "floor": 0.0}
+        if "label" in d:
+            labels = d["label"][:num]
+            ink = lambda t: t.amax(1, keepdim=True)                       # noqa: E731
+            out["digits_accuracy"] = {"value": metrics.digits_accuracy(ink(fake), labels),
+                                      "floor": metrics.digits_accuracy(ink(x), labels), "ceiling": 0.1}
         return out
 
 

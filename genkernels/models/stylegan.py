@@ -123,7 +123,7 @@ class StyleGAN(GANModel):
         "tiny": dict(image_size=8, z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 8), batch_size=4,
                      r1_interval=2, pl_interval=2, steps=4),
         "digits": dict(image_size=16, z_dim=64, w_dim=64, mapping_layers=8, channels=(64, 32, 16),
-                       batch_size=32, steps=1500),
+                       batch_size=32, steps=1500, ema_decay=0.99),   # 0.999 would still hold the init here
         # the paper's FFHQ 1024x1024 networks
         "paper": dict(data="photos", in_channels=3, image_size=1024, z_dim=512, w_dim=512, mapping_layers=8,
                       channels=(512, 512, 512, 512, 256, 128, 64, 32, 16), batch_size=32, steps=780000),

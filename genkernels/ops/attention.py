@@ -29,7 +29,7 @@ Backends: ``cpu`` (csrc/cpu/kernels/attention.cpp), ``triton`` (genkernels/trito
 ``cuda`` (csrc/cuda/attention.cu forward, csrc/cuda/attention_bwd.cu backward), ``reference`` (below).
 Argument order of the kernels: csrc/common/attention_args.h. On a GPU, ``auto`` picks ``triton`` before
 ``cuda`` for this op: its tl.dot runs on tensor cores, while the CUDA kernels are a scalar
-one-thread-per-row baseline (the GPU benchmark times both).
+one-thread-per-row baseline (the GPU benchmark times both); float64 goes to ``cuda`` (``gpu_order``).
 """
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ from ._common import acc_dtype, check_tensor, launch, under_functorch
 Tensor = torch.Tensor
 OP = "attention"
 GPU_ORDER = ("triton", "cuda")  # auto on a GPU: tensor-core Triton first (see above)
+
+
+def gpu_order(dtype: torch.dtype) -> Tuple[str, ...]:
+    """auto's candidates on a GPU for `dtype`: the Triton kernels keep a float32 softmax state and
+    refuse float64, which goes to the CUDA kernels (double accumulation). Every head dim 1..256 compiles
+    for sm_90 within its shared memory on both (tests/triton_sm90_build.py)."""
+    return ("cuda",) if dtype == torch.float64 else GPU_ORDER
 _REF_CHUNK_ELEMS = 1 << 24  # the reference's logits chunk: at most 16M elements alive
 
 
@@ -196,7 +203,7 @@ def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Ten
                  heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     """(out, lse); heads > 0: token layout [B, L, H*d]."""
     check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
-    backend = resolve(OP, q.device, GPU_ORDER)
+    backend = resolve(OP, q.device, gpu_order(q.dtype))
     return attention_forward(backend, q, k, v, key_padding_mask, scale, heads, is_causal)
 
 
@@ -217,7 +224,7 @@ def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Te
                           is_causal: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); `backend`: the one the forward ran on ("auto": resolve now)."""
     check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
-    backend = resolve(OP, q.device, GPU_ORDER, name=backend)
+    backend = resolve(OP, q.device, gpu_order(q.dtype), name=backend)
     dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
 

@@ -2,59 +2,30 @@
 kernels (csrc/common/attention_args.h): tensors, then ints, then floats. float32 accumulation;
 a fully masked row gives out = 0, lse = -inf and zero gradients. CAUSAL (key j visible to row i iff
 j <= i): the key loops stop after the block holding a query block's last row, the dk/dv loop starts at
-the query block holding its first key; masked tiles are never loaded."""
+the query block holding its first key; masked tiles are never loaded.
+
+Precision of the products (explicit: Triton's default rounds float32 operands to TF32, ~1e-3 relative,
+which the interpreter does not show): every tl.dot takes its operands in the data's dtype with
+``input_precision="ieee"`` — exact float32 products for float32 data; float16/bfloat16 operands go to the
+tensor cores natively (P and dS are rounded to the data dtype first, as FlashAttention-2 does), with
+float32 accumulation. float64 is not supported here (the softmax state is float32): the op routes it
+to another backend (ops/attention.py) and the wrappers refuse it."""
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
+from . import launch
+
 
 @triton.jit
-def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
-                q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
-                HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                BD: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    rm = pid_m * BM + tl.arange(0, BM)
-    rd = tl.arange(0, BD)
-    rn0 = tl.arange(0, BN)
-    q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :],
-                mask=(rm[:, None] < Lq) & (rd[None, :] < D), other=0.0).to(tl.float32)
-    q = q * scale
-    m_i = tl.full((BM,), float("-inf"), tl.float32)
-    l_i = tl.zeros((BM,), tl.float32)
-    acc = tl.zeros((BM, BD), tl.float32)
-    hi = Lk
-    if CAUSAL:
-        hi = tl.minimum(Lk, (pid_m + 1) * BM)
-    for n0 in range(0, hi, BN):
-        rn = n0 + rn0
-        valid = _live(MASK, b, Lk, rn, HAS_MASK)
-        kv_ok = valid[:, None] & (rd[None, :] < D)
-        k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
-        v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
-        s = tl.dot(q, tl.trans(k))
-        keep = valid[None, :]
-        if CAUSAL:
-            keep = keep & (rn[None, :] <= rm[:, None])
-        s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp(s - m_use[:, None])
-        alpha = tl.exp(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p, v)
-        m_i = m_new
-    inv = tl.where(l_i > 0, 1.0 / tl.maximum(l_i, 1e-30), 0.0)
-    out = acc * inv[:, None]
-    tl.store(O + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], out.to(O.dtype.element_ty),
-             mask=(rm[:, None] < Lq) & (rd[None, :] < D))
-    lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), float("-inf"))
-    tl.store(LSE + bh * Lq + rm, lse, mask=rm < Lq)
+def _mm(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b with float32 accumulation; UPCAST (interpreter, bfloat16): see _upcast."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PREC)
 
 
 @triton.jit
@@ -69,9 +40,58 @@ def _live(MASK, b, Lk, rn, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr):
+def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
+                q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
+                HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                BD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    pid = tl.program_id(0)  # blocks of each (batch, head) flattened into grid x: no 65,535 limit on B*H
+    nblk = tl.cdiv(Lq, BM)
+    bh = (pid // nblk).to(tl.int64)  # b * q_sb and bh * Lq may pass 2**31
+    pid_m = pid % nblk
+    b = bh // H
+    h = bh % H
+    rm = pid_m * BM + tl.arange(0, BM)
+    rd = tl.arange(0, BD)
+    rn0 = tl.arange(0, BN)
+    q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :],
+                mask=(rm[:, None] < Lq) & (rd[None, :] < D), other=0.0)
+    m_i = tl.full((BM,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BM,), tl.float32)
+    acc = tl.zeros((BM, BD), tl.float32)
+    hi = Lk
+    if CAUSAL:
+        hi = tl.minimum(Lk, (pid_m + 1) * BM)
+    for n0 in range(0, hi, BN):
+        rn = n0 + rn0
+        valid = _live(MASK, b, Lk, rn, HAS_MASK)
+        kv_ok = valid[:, None] & (rd[None, :] < D)
+        k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0)
+        v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0)
+        s = _mm(q, tl.trans(k), PREC, UPCAST) * scale
+        keep = valid[None, :]
+        if CAUSAL:
+            keep = keep & (rn[None, :] <= rm[:, None])
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - m_use[:, None])
+        alpha = tl.exp(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PREC, UPCAST)
+        m_i = m_new
+    inv = tl.where(l_i > 0, 1.0 / tl.maximum(l_i, 1e-30), 0.0)
+    out = acc * inv[:, None]
+    tl.store(O + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], out.to(O.dtype.element_ty),
+             mask=(rm[:, None] < Lq) & (rd[None, :] < D))
+    lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), float("-inf"))
+    tl.store(LSE + bh * Lq + rm, lse, mask=rm < Lq)
+
+
+@triton.jit
+def _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
+           PREC: tl.constexpr, UPCAST: tl.constexpr):
     """p and ds [BM, BN] for a query block (q, do, lse, delta) against a key block (k, v at rows rn)."""
-    s = tl.dot(q, tl.trans(k)) * scale
+    s = _mm(q, tl.trans(k), PREC, UPCAST) * scale
     valid = _live(MASK, b, Lk, rn, HAS_MASK)
     fin = lse != float("-inf")
     lse_u = tl.where(fin, lse, 0.0)
@@ -80,7 +100,7 @@ def _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK: tl.con
     if CAUSAL:
         keep = keep & (rn[None, :] <= rm[:, None])
     p = tl.where(keep, p, 0.0)
-    dp = tl.dot(do, tl.trans(v))
+    dp = _mm(do, tl.trans(v), PREC, UPCAST)
     ds = p * (dp - delta[:, None])
     return p, ds
 
@@ -89,17 +109,19 @@ def _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK: tl.con
 def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
                      q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
                      HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                     BD: tl.constexpr):
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+                     BD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    pid = tl.program_id(0)  # flattened as in _fwd_kernel
+    nblk = tl.cdiv(Lk, BN)
+    bh = (pid // nblk).to(tl.int64)  # b * q_sb and bh * Lq may pass 2**31
+    pid_n = pid % nblk
     b = bh // H
     h = bh % H
     rn = pid_n * BN + tl.arange(0, BN)
     rd = tl.arange(0, BD)
     kv_ok = (rn[:, None] < Lk) & (rd[None, :] < D)
     live = _live(MASK, b, Lk, rn, HAS_MASK)[:, None] & (rd[None, :] < D)
-    k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=live, other=0.0).to(tl.float32)
-    v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=live, other=0.0).to(tl.float32)
+    k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=live, other=0.0)
+    v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=live, other=0.0)
     dk = tl.zeros((BN, BD), tl.float32)
     dv = tl.zeros((BN, BD), tl.float32)
     lo = 0
@@ -108,13 +130,13 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
     for m0 in range(lo, Lq, BM):
         rm = m0 + tl.arange(0, BM)
         q_ok = (rm[:, None] < Lq) & (rd[None, :] < D)
-        q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
-        do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
+        q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], mask=q_ok, other=0.0)
+        do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0)
         lse = tl.load(LSE + bh * Lq + rm, mask=rm < Lq, other=float("-inf"))
         delta = tl.load(DELTA + bh * Lq + rm, mask=rm < Lq, other=0.0)
-        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL)
-        dv += tl.dot(tl.trans(p), do)
-        dk += tl.dot(tl.trans(ds), q)
+        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL, PREC, UPCAST)
+        dv += _mm(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
+        dk += _mm(tl.trans(ds).to(q.dtype), q, PREC, UPCAST)
     tl.store(DK + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], (dk * scale).to(DK.dtype.element_ty), mask=kv_ok)
     tl.store(DV + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], dv.to(DV.dtype.element_ty), mask=kv_ok)
 
@@ -123,16 +145,18 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
 def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
                    q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, scale,
                    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                   BD: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+                   BD: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    pid = tl.program_id(0)  # blocks of each (batch, head) flattened into grid x: no 65,535 limit on B*H
+    nblk = tl.cdiv(Lq, BM)
+    bh = (pid // nblk).to(tl.int64)  # b * q_sb and bh * Lq may pass 2**31
+    pid_m = pid % nblk
     b = bh // H
     h = bh % H
     rm = pid_m * BM + tl.arange(0, BM)
     rd = tl.arange(0, BD)
     q_ok = (rm[:, None] < Lq) & (rd[None, :] < D)
-    q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
-    do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0).to(tl.float32)
+    q = tl.load(Q + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], mask=q_ok, other=0.0)
+    do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0)
     lse = tl.load(LSE + bh * Lq + rm, mask=rm < Lq, other=float("-inf"))
     delta = tl.load(DELTA + bh * Lq + rm, mask=rm < Lq, other=0.0)
     dq = tl.zeros((BM, BD), tl.float32)
@@ -142,38 +166,56 @@ def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
     for n0 in range(0, hi, BN):
         rn = n0 + tl.arange(0, BN)
         kv_ok = _live(MASK, b, Lk, rn, HAS_MASK)[:, None] & (rd[None, :] < D)
-        k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
-        v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0).to(tl.float32)
-        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL)
-        dq += tl.dot(ds, k)
+        k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0)
+        v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0)
+        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL, PREC, UPCAST)
+        dq += _mm(ds.to(k.dtype), k, PREC, UPCAST)
     tl.store(DQ + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], (dq * scale).to(DQ.dtype.element_ty), mask=q_ok)
 
 
-def _blocks(D):
+PREC = "ieee"  # see the module docstring
+
+
+def _upcast(q) -> bool:
+    """Triton's interpreter (the CPU test path) computes a bfloat16 tl.dot on the raw bits: there the
+    (already bf16-rounded) operands are converted to float32 first, an exact change of the same products."""
+    from ..backend import triton_interpret
+
+    return q.dtype == torch.bfloat16 and triton_interpret()
+
+
+def _check_dtype(q):
+    if q.dtype == torch.float64:
+        raise ValueError("attention (triton): float64 is not supported (float32 softmax state); "
+                         "use the cuda, cpu or reference backend")
+
+
+def _meta(q, mask, causal, D):
+    """The kernels' compile-time arguments."""
     BD = max(16, triton.next_power_of_2(D))
-    BM = 64 if BD <= 64 else 32
-    BN = 64 if BD <= 128 else 32
-    return BM, BN, BD
+    return dict(HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=64 if BD <= 64 else 32,
+                BN=64 if BD <= 128 else 32, BD=BD, PREC=PREC, UPCAST=_upcast(q))
 
 
 def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_causal_scale):
     *strides, causal, scale = strides_causal_scale
-    BM, BN, BD = _blocks(D)
-    grid = (triton.cdiv(Lq, BM), B * H)
-    _fwd_kernel[grid](q, k, v, mask if mask is not None else q, out, lse, H, Lq, Lk, D, *strides, scale,
-                      HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD)
+    _check_dtype(q)
+    meta = _meta(q, mask, causal, D)
+    grid = launch.grid(triton.cdiv(Lq, meta["BM"]) * B * H, kernel="attention_fwd (triton)")
+    _fwd_kernel[grid](q, k, v, mask if mask is not None else q, out, lse, H, Lq, Lk, D, *strides, scale, **meta)
 
 
 def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *strides_causal_scale):
     *strides, causal, scale = strides_causal_scale
+    _check_dtype(q)
     o_sb, o_sh, o_sl = strides[9:12]
     # delta_i = dout_i . out_i per (b, h, i), [B*H, Lq] float32
     ov = torch.as_strided(out, (B, H, Lq, D), (o_sb, o_sh, o_sl, 1)).float()
     gv = torch.as_strided(dout, (B, H, Lq, D), (o_sb, o_sh, o_sl, 1)).float()
     delta = (ov * gv).sum(-1).contiguous()
-    BM, BN, BD = _blocks(D)
+    meta = _meta(q, mask, causal, D)
     m = mask if mask is not None else q
-    _bwd_dkdv_kernel[(triton.cdiv(Lk, BN), B * H)](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D, *strides,
-                                                    scale, HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD)
-    _bwd_dq_kernel[(triton.cdiv(Lq, BM), B * H)](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D, *strides,
-                                                  scale, HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD)
+    grid_kv = launch.grid(triton.cdiv(Lk, meta["BN"]) * B * H, kernel="attention_bwd (triton)")
+    grid_q = launch.grid(triton.cdiv(Lq, meta["BM"]) * B * H, kernel="attention_bwd (triton)")
+    _bwd_dkdv_kernel[grid_kv](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D, *strides, scale, **meta)
+    _bwd_dq_kernel[grid_q](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D, *strides, scale, **meta)

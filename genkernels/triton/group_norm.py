@@ -25,7 +25,7 @@ backward  1. _bwd_sums: per (n, chunk, c) sums of dz and dz*xhat -> workspace (d
 Arithmetic is in the statistics dtype (float32; float64 for float64 data). Absent parameters are
 compile-time flags (their pointer slots receive a dummy tensor that is never read). Launches are
 plain ``kernel[grid](...)`` calls, compatible with ``torch.library.wrap_triton``; the host side does
-integer arithmetic only (no syncs). Per-sample offsets are int32 (C*HW < 2**31), sample bases int64.
+integer arithmetic only (no syncs). Offsets are int64 (C*HW may reach 2**31).
 """
 from __future__ import annotations
 
@@ -87,11 +87,12 @@ def _tile_ids(n_cblocks, n_chunks, CL: tl.constexpr):
 
 @triton.jit
 def _tile_offsets(c, hw, C, HW, CL: tl.constexpr):
-    """Offsets (within one sample) of the [BLOCK_C, BLOCK_HW] tile of channels c and positions hw."""
+    """Offsets (within one sample) of the [BLOCK_C, BLOCK_HW] tile of channels c and positions hw; int64:
+    C*HW reaches 2**31 in video VAE activations."""
     if CL:
-        offs = hw[None, :] * C + c[:, None]
+        offs = hw[None, :].to(tl.int64) * C + c[:, None]
     else:
-        offs = c[:, None] * HW + hw[None, :]
+        offs = c[:, None].to(tl.int64) * HW + hw[None, :]
     return offs
 
 
@@ -133,7 +134,7 @@ def _pivot(xs, c, cmask, HW, CL: tl.constexpr):
     if CL:
         koff = c
     else:
-        koff = c * HW
+        koff = c.to(tl.int64) * HW
     return tl.load(xs + koff, mask=cmask, other=0.0)
 
 
