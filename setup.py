@@ -2,6 +2,9 @@
 
 Environment:
   GENKERNELS_CUDA=1/0       force the CUDA module on (fail without nvcc) or off; default: on when nvcc is found
+  CUDACXX, CUDA_HOME        the CUDA toolkit to build with (its nvcc, headers and static runtime), in this
+                            order before PATH and /usr/local/cuda: the runtime's major version is the oldest
+                            driver the wheel runs on (README, "Building wheels")
   GENKERNELS_CUDA_ARCHS     CMake CUDA architectures, default "80;86;89;90"
   GENKERNELS_CUDA_EMU=1/0   the test-only module genkernels._C_cuemu (CUDA kernels emulated on the CPU);
                             default: on when nvcc (hence the toolkit headers) is found
@@ -22,7 +25,9 @@ ROOT = Path(__file__).resolve().parent
 
 
 def _find_nvcc():
-    for cand in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+    home = os.environ.get("CUDA_HOME")
+    for cand in (os.environ.get("CUDACXX"), home and os.path.join(home, "bin", "nvcc"), shutil.which("nvcc"),
+                 "/usr/local/cuda/bin/nvcc"):
         if cand and Path(cand).exists():
             return cand
     return None
@@ -49,7 +54,7 @@ class CMakeBuild(build_ext):
         want_cuda = os.environ.get("GENKERNELS_CUDA", "auto").lower()
         nvcc = _find_nvcc()
         if want_cuda in ("1", "on", "true", "yes") and nvcc is None:
-            raise RuntimeError("GENKERNELS_CUDA=1 but nvcc was not found (set CUDACXX or PATH)")
+            raise RuntimeError("GENKERNELS_CUDA=1 but nvcc was not found (set CUDACXX, CUDA_HOME or PATH)")
         cuda = want_cuda not in ("0", "off", "false", "no") and nvcc is not None
 
         cfg = [
@@ -60,6 +65,8 @@ class CMakeBuild(build_ext):
             f"-DGENKERNELS_CUDA={'ON' if cuda else 'OFF'}",
             f"-DGENKERNELS_CUDA_ARCHS={os.environ.get('GENKERNELS_CUDA_ARCHS', '80;86;89;90')}",
         ]
+        if nvcc is not None:  # the emulator's headers come from the same toolkit as the CUDA module
+            cfg.append(f"-DCUDAToolkit_ROOT={Path(nvcc).resolve().parent.parent}")
         if cuda:
             cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
         cfg.append(f"-DGENKERNELS_CUDA_EMU={'ON' if _want_emu() else 'OFF'}")

@@ -8,7 +8,10 @@ Python side.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -17,16 +20,64 @@ DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.floa
 
 _modules: dict = {}
 _errors: dict = {}
+_cuda_runtime: dict = {}  # the CUDA runtime version _C_cuda was built with, kept when the module is refused
+
+
+def cuda_version_text(v: Optional[int]) -> str:
+    """12040 -> "12.4" (how CUDART_VERSION and cuDriverGetVersion encode a CUDA version)."""
+    return "none" if v is None else f"{v // 1000}.{v % 1000 // 10}"
+
+
+@functools.lru_cache(maxsize=None)
+def driver_version() -> Optional[int]:
+    """The CUDA version the installed driver supports (``cuDriverGetVersion``: 1000 * major + 10 * minor),
+    None where no driver library loads. Read through the driver library itself, so that it works where
+    the CUDA runtime cannot."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        v = ctypes.c_int(0)
+        return v.value if cuda.cuDriverGetVersion(ctypes.byref(v)) == 0 and v.value > 0 else None
+    return None
+
+
+def driver_too_old(runtime: int, driver: Optional[int]) -> Optional[str]:
+    """Why a module linking CUDA runtime `runtime` statically cannot run on `driver`, or None. Since
+    CUDA 11 a driver runs any runtime of its own major version (minor version compatibility), not a
+    newer major one; with no driver there is nothing to refuse (torch sees no GPU either)."""
+    if driver is None or driver // 1000 >= runtime // 1000:
+        return None
+    return (f"the CUDA driver supports CUDA {cuda_version_text(driver)}, older than the CUDA "
+            f"{cuda_version_text(runtime)} runtime genkernels._C_cuda was built with (needs a CUDA {runtime // 1000}.x driver or newer; "
+            f"or build the wheel with a CUDA {driver // 1000}.x toolkit, see README 'Building wheels')")
+
+
+def cuda_versions() -> dict:
+    """{"runtime": version _C_cuda was built with or None, "driver": the driver's CUDA version or None}."""
+    load("_C_cuda")
+    return {"runtime": _cuda_runtime.get("_C_cuda"), "driver": driver_version()}
 
 
 def load(name: str):
-    """Returns the native module `name` ("_C" or "_C_cuda") or None; the import error is kept."""
+    """Returns the native module `name` ("_C" or "_C_cuda") or None; the import error is kept. A
+    `_C_cuda` whose CUDA runtime the installed driver cannot run is refused once, with one warning:
+    every call would fail, while the triton backend (or the reference) works with torch's runtime."""
     if name not in _modules:
         try:
-            _modules[name] = importlib.import_module(f"genkernels.{name}")
+            mod = importlib.import_module(f"genkernels.{name}")
         except ImportError as e:  # not built (no compiler/nvcc at install time) or broken
-            _modules[name] = None
+            mod = None
             _errors[name] = f"{type(e).__name__}: {e}"
+        if mod is not None and name == "_C_cuda":
+            _cuda_runtime[name] = mod.runtime_version
+            why = driver_too_old(mod.runtime_version, driver_version())
+            if why:
+                mod, _errors[name] = None, why
+                warnings.warn(f"genkernels: backend 'cuda' is off: {why}; GPU tensors run on the triton "
+                              "backend, else the reference", RuntimeWarning, stacklevel=2)
+        _modules[name] = mod
     return _modules[name]
 
 
