@@ -63,3 +63,20 @@ def test_critic_sees_real_labels_and_generator_random_ones():
     torch.manual_seed(0)
     m(batch, "d")
     assert torch.equal(seen[0], batch["label"]) and not torch.equal(seen[1], batch["label"])
+
+
+def test_cli_sample_draws_the_requested_class(tmp_path, capsys, monkeypatch):
+    """`genkernels sample cgan --class 3` hands class 3 to generate(); an unknown class is one line, status 2."""
+    from genkernels import cli, train
+    run = tmp_path / "run"
+    train.fit(_model(), steps=1, out=str(run), log_every=1, sample_every=10_000, progress=False)
+    seen = []
+    orig = cgan.CGAN.generate
+    monkeypatch.setattr(cgan.CGAN, "generate", lambda self, n, g, **kw: (seen.append(kw), orig(self, n, g, **kw))[1])
+    png = tmp_path / "threes.png"
+    assert cli.main(["sample", "cgan", "--checkpoint", str(run), "--class", "3", "--num", "4", "--out", str(png)]) == 0
+    assert png.exists() and seen[-1]["class_label"] == 3
+    capsys.readouterr()
+    assert cli.main(["sample", "cgan", "--checkpoint", str(run), "--class", "10", "--out", str(png)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "class_label" in err[0]

@@ -1,4 +1,5 @@
-"""ddim: the fused sampling loop gives the same images as diffusers' DDIMScheduler loop (same model, noise)."""
+"""ddim: the fused sampling loop gives the same images as diffusers' DDIMScheduler loop (same model, noise),
+step for step."""
 import pytest
 import torch
 
@@ -23,9 +24,15 @@ def test_same_images_as_diffusers_ddim_loop(steps, eta, spacing):
     sched.set_timesteps(steps)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 1, 8, 8, generator=g)
+    ours_sched, g_ours = model.sampler(steps), torch.Generator().manual_seed(3)
+    y = torch.randn(4, 1, 8, 8, generator=g_ours)
+    assert torch.equal(ours_sched.timesteps, sched.timesteps)
     with torch.no_grad():
-        for t in sched.timesteps:
+        for i, t in enumerate(sched.timesteps):       # step for step: the fused step on the same input
+            x_in = x
             x = sched.step(model.unet(x, t), t, x, eta=eta, generator=g).prev_sample
+            y = model.denoise(ours_sched, x_in, t, g_ours, eta=eta)
+            torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6, msg=lambda m: f"step {i} (t={t}): {m}")
     assert len(sched.timesteps) == steps
     torch.testing.assert_close(ours, x.clamp(-1, 1), rtol=1e-4, atol=1e-5)
 

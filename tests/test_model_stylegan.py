@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import genkernels
-from genkernels.models import stylegan
+from genkernels.models import gan_layers, stylegan
 
 
 def _model(**kw):
@@ -26,6 +26,29 @@ def test_truncation_psi_zero_gives_one_image_for_every_z():
         assert (y - y[:1]).abs().amax() > 1e-3
     with pytest.raises(ValueError, match="truncation"):
         m.generate(2, torch.Generator(), truncation=1.5)
+
+
+def test_every_layer_styles_through_the_adain_op_from_a_learned_constant(monkeypatch):
+    """One adain call per synthesis layer (the constant's and one after every convolution), each with the
+    scale and bias of that layer's own w; the 4x4 constant is a trained parameter; the paper's defaults."""
+    m = _model()
+    synth = m.generator.synthesis
+    calls = []
+
+    def counting(x, scale, bias, *args, **kw):
+        calls.append((x.shape, scale.detach().clone()))
+        return genkernels.adain(x, scale, bias, *args, **kw)
+    monkeypatch.setattr(gan_layers, "adain", counting)
+    ws = torch.randn(2, synth.num_ws, 16)                       # a different w for every layer
+    synth(ws, "none").sum().backward()
+    assert len(calls) == synth.num_ws == 2 * len(m.config.channels)
+    assert [c[0][-1] for c in calls] == [4, 4, 8, 8]             # the constant's layer and each conv's
+    for i, (layer, (_, scale)) in enumerate(zip(synth.layers, calls)):
+        torch.testing.assert_close(scale, layer.style.affine(ws[:, i]).chunk(2, dim=1)[0])
+    assert isinstance(synth.const, torch.nn.Parameter) and synth.const.grad.abs().sum() > 0
+    assert sum(layer.conv is not None for layer in synth.layers) == synth.num_ws - 1
+    paper = stylegan.StyleGANConfig(**stylegan.StyleGAN.presets["paper"])
+    assert (paper.mapping_layers, paper.mapping_lr_mul, paper.r1_interval) == (8, 0.01, 16)
 
 
 def test_truncation_interpolates_w_towards_the_average():
