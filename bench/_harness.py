@@ -1,10 +1,10 @@
 """Helpers shared by the pytest-benchmark suites (bench/bench_<op>.py).
 
-The timing/bandwidth core lives in ``genkernels.benchmark`` (also used by ``genkernels bench``);
+The timing/bandwidth core lives in ``genkernels.benchkit`` (also used by ``genkernels bench``);
 this module adapts it to pytest-benchmark: one test per (case, impl), timed with
 ``benchmark.pedantic``, the figures recorded in ``benchmark.extra_info``.
 
-A new op needs its cases registered in ``genkernels/benchmark.py`` (``@register("op")``) and a
+A new op needs its cases registered in ``genkernels/bench_cases.py`` (``@register("op")``) and a
 three-line bench file::
 
     OP = "adain"
@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from genkernels import benchmark as gb
+from genkernels import benchkit as gb
 
 # Result rows of this session, for the summary table printed at the end (conftest.py).
 RESULTS: List[dict] = []

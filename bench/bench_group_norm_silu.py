@@ -1,5 +1,5 @@
 """group_norm_silu: eager F.silu(F.group_norm) vs torch.compile of it vs each genkernels backend,
-forward and forward+backward, NCHW and channels_last (cases: genkernels/benchmark.py)."""
+forward and forward+backward, NCHW and channels_last (cases: genkernels/bench_cases.py)."""
 from _harness import run_item
 
 OP = "group_norm_silu"

@@ -2,7 +2,7 @@
 
 Impls: eager matmul form (an M x K distance matrix), torch.compile of it, cdist + argmin,
 vector-quantize-pytorch's layer (if installed) and each genkernels backend. ``extra_info`` also holds
-``peak_extra_bytes`` (see ``genkernels.benchmark.peak_extra_bytes``).
+``peak_extra_bytes`` (see ``genkernels.benchkit.peak_extra_bytes``).
 
 Standalone: ``python bench/bench_vq_nearest.py [--K 1024 --D 64 --budget 3]`` prints one case's table.
 """
@@ -13,7 +13,7 @@ import sys
 import torch
 
 from _harness import run_item
-from genkernels import benchmark as gb
+from genkernels import benchkit as gb
 
 OP = "vq_nearest"
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from _harness import RESULTS, bench_items
-from genkernels import benchmark as gb
+from genkernels import benchkit as gb
+from genkernels.sysinfo import system_info
 
 
 def pytest_addoption(parser):
@@ -86,7 +87,7 @@ def pytest_configure(config):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     try:
-        machine_info["genkernels"] = gb.system_info(_device(config))
+        machine_info["genkernels"] = system_info(_device(config))
         machine_info["genkernels"]["cpu_allocator"] = getattr(config, "_genkernels_allocator", None) or "default"
     except Exception as e:  # never lose a benchmark run over metadata
         machine_info["genkernels"] = f"system_info failed: {e}"

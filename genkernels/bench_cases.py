@@ -1,4 +1,4 @@
-"""Benchmark cases of the ops, registered with :mod:`genkernels.benchmark` (eager vs torch.compile vs
+"""Benchmark cases of the ops, registered with :mod:`genkernels.benchkit` (eager vs torch.compile vs
 each genkernels backend on the shapes of the models that use them)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import genkernels
 
-from .benchmark import COMPILE, EAGER, Case, backend_of, impl_names, make_pass, register, standard_impls
+from .benchkit import COMPILE, EAGER, Case, backend_of, impl_names, make_pass, register, standard_impls
 
 _NORM_EPS = 1e-5
 _GPU_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
@@ -159,8 +159,11 @@ def _attention_cases(device: torch.device, quick: bool, reference: bool) -> List
                 # fwd: read q, k, v, write out; bwd adds read q, k, v, out, dout and write dq, dk, dv
                 fwd = 2 * qbytes + 2 * kvbytes
                 nbytes = fwd if pass_ == "fwd" else fwd + 4 * qbytes + 4 * kvbytes
+                # fwd: q kᵀ and p v, 2 Lq Lk d FLOPs each; bwd adds dv, dp, dq and dk
+                flops = (2 if pass_ == "fwd" else 6) * 2 * B * H * Lq * Lk * d
                 out.append(Case("attention", (B, H, Lq, d), dtype, f"{kind} Lk={Lk}", pass_, device, nbytes,
-                                qbytes, _attention_setup((B, H, Lq, d), Lk, dtype, pass_, device), names))
+                                qbytes, _attention_setup((B, H, Lq, d), Lk, dtype, pass_, device), names,
+                                flops=flops))
     return out
 
 
@@ -257,7 +260,7 @@ def _vq_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
             nbytes = (M + K) * D * es + M * (8 + 4)  # read z, codebook; write indices, distances
             out.append(Case("vq_nearest", (M, K, D), dtype, "rows", "fwd", device, nbytes, M * D * es,
                             _vq_setup(M, K, D, dtype, device), names,
-                            {"M": M, "K": K, "D": D, "flops": 2 * M * K * D}, peak_memory=True))
+                            {"M": M, "K": K, "D": D}, peak_memory=True, flops=2 * M * K * D))
     return out
 
 

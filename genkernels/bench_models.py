@@ -1,6 +1,6 @@
 """End-to-end benchmark cases of the models in genkernels.models (``genkernels bench --ops <name>``).
 
-Each model section registers its cases with :func:`genkernels.benchmark.register`: the model's hot
+Each model section registers its cases with :func:`genkernels.benchkit.register`: the model's hot
 path with its fused ops (``genkernels[b]``, per available backend, ``reference`` included) against the
 same weights in plain PyTorch (``eager``) and ``torch.compile`` of that (``compile``). Random weights
 built from the model's config; nothing is downloaded. Sections are appended per model.
@@ -13,7 +13,7 @@ from typing import List
 
 import torch
 
-from .benchmark import COMPILE, EAGER, Case, backend_of, impl_names, make_pass, register
+from .benchkit import COMPILE, EAGER, Case, backend_of, impl_names, make_pass, register
 
 
 # ------------------------------------------------------------------------------------------ CycleGAN

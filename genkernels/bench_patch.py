@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import torch
 
-from .benchmark import COMPILE, EAGER, Case, register
+from .benchkit import COMPILE, EAGER, Case, register
 
 PATCHED, PATCHED_COMPILE = "genkernels.patch", "genkernels.patch+compile"
 NAMES = [EAGER, COMPILE, PATCHED, PATCHED_COMPILE]

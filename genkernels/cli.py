@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional
 
 
 def _print_info(args) -> int:
-    from . import benchmark as gb
+    from .sysinfo import system_info
 
-    info = gb.system_info()
+    info = system_info()
     print(f"genkernels   {info['genkernels']}")
     print(f"torch        {info['torch']} (CUDA {info['torch_cuda'] or 'none'})")
     print(f"triton       {info['triton']}")
@@ -36,8 +36,10 @@ def _print_info(args) -> int:
     print(f"cpu isa      {info['cpu_isa']}  (genkernels._C)")
     archs = info["cuda_archs"]
     archs = ", ".join(f"sm_{a}" for a in archs) if isinstance(archs, list) else archs
-    rt = f", CUDA runtime {info['cuda_runtime']}" if info.get("cuda_runtime") else ""
-    print(f"cuda archs   {archs}  (genkernels._C_cuda{rt})")
+    print(f"cuda archs   {archs}  (genkernels._C_cuda)")
+    driver = info["cuda_driver"]
+    driver = "none found (no libcuda)" if driver == "none" else f"{driver} (the CUDA version the installed driver supports)"
+    print(f"cuda         runtime {info['cuda_runtime']} (linked into genkernels._C_cuda), driver {driver}")
     if info["cuda_available"]:
         print(f"gpu          {info['gpu']} ({info['gpu_capability']}, {info['gpu_memory_gib']} GiB)")
     else:
@@ -76,64 +78,11 @@ def _write_json(path, meta, rows) -> None:
     os.replace(tmp, path)
 
 
-def _write_png(path, meta, rows) -> Optional[str]:
-    """Grouped bars of % of copy bandwidth per case, one panel per (op, pass). Returns an error or None."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        return f"matplotlib not importable ({e})"
-    ok = [r for r in rows if "error" not in r and r.get("pct_copy") is not None]
-    if not ok:
-        return "no results to plot"
-    panels = []
-    for r in ok:
-        key = (r.get("op", "?"), r.get("pass", "?"))
-        if key not in panels:
-            panels.append(key)
-    impls = []
-    for r in ok:
-        if r["impl"] not in impls:
-            impls.append(r["impl"])
-    ncase = max(len({r["case"] for r in ok if (r.get("op"), r.get("pass")) == p}) for p in panels)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8.0, 0.55 * ncase * len(impls) / 2 + 3), 3.6 * len(panels)),
-                             squeeze=False)
-    width = 0.8 / len(impls)
-    for ax, (op, pass_) in zip(axes[:, 0], panels):
-        sel = [r for r in ok if (r.get("op"), r.get("pass")) == (op, pass_)]
-        cases = []
-        for r in sel:
-            if r["case"] not in cases:
-                cases.append(r["case"])
-        for j, impl in enumerate(impls):
-            vals = {r["case"]: r["pct_copy"] for r in sel if r["impl"] == impl}
-            xs = [i + (j - (len(impls) - 1) / 2) * width for i in range(len(cases))]
-            bars = ax.bar(xs, [vals.get(c, 0.0) for c in cases], width, label=impl)
-            for b, c in zip(bars, cases):
-                if c in vals:
-                    ax.annotate(f"{vals[c]:.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                                ha="center", va="bottom", fontsize=6)
-        short = [c.replace(f"{op} ", "").replace(f" {pass_}", "") for c in cases]
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels(short, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("% of copy bandwidth")
-        ax.axhline(100, color="grey", lw=0.8, ls="--")
-        ax.set_title(f"{op} {pass_}", fontsize=9)
-        ax.legend(fontsize=7, ncol=len(impls))
-    dev = meta["system"].get("gpu") if meta["device"].startswith("cuda") else meta["system"].get("cpu")
-    fig.suptitle(f"genkernels {meta['system']['genkernels']}, torch {meta['system']['torch']}, {dev}, "
-                 f"{meta['timing']} timing, {meta['date'][:16]}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
-
-
 def _bench(args) -> int:
     import torch
 
-    from . import benchmark as gb
+    from . import benchkit as gb
+    from .sysinfo import system_info
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -161,7 +110,7 @@ def _bench(args) -> int:
     json_path = os.path.join(args.out, stem + ".json")
     png_path = os.path.join(args.out, stem + ".png")
     meta = {"device": str(dev), "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "system": gb.system_info(dev), "ops": ops, "quick": args.quick,
+            "system": system_info(dev), "ops": ops, "quick": args.quick,
             "timing": "cuda-graph" if graphs else "wall", "budget_s_per_impl": budget,
             "command": " ".join(sys.argv), "cpu_allocator": allocator or "default", "complete": False}
     print(f"genkernels bench: {len(all_cases)} cases on {dev} "
@@ -183,13 +132,17 @@ def _bench(args) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
     meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    # the compute roofline, one matmul measurement per dtype in this run
+    meta["matmul_gflops"] = {r["dtype"]: r["flop_gflops"] for r in rows if r.get("flop_gflops")}
     _write_json(json_path, meta, rows)
     print(gb.format_table(rows))
-    copy_note = "copy = dst.copy_(src) of the case's input size, read+write counted; "
-    print(f"\n{copy_note}speedups are median-time ratios within this run; {meta['elapsed_s']} s")
+    print("\ncopy = dst.copy_(src) of the case's input size, read+write counted; %roof = the larger of "
+          "bytes at copy bandwidth and (mm) FLOPs at the matmul rate "
+          f"{meta['matmul_gflops'] or '-'} GFLOP/s, over the time; speedups are median-time ratios "
+          f"within this run; {meta['elapsed_s']} s")
     if allocator:
         print(allocator)
-    err = _write_png(png_path, meta, rows)
+    err = gb.write_chart(png_path, meta, rows)
     print(f"wrote {json_path}" + (f" and {png_path}" if err is None else f" (no PNG: {err})"))
     failed = [r for r in rows if "error" in r]
     if interrupted:

@@ -1,4 +1,4 @@
-"""The benchmark core (genkernels.benchmark): what `genkernels bench` reports must be measured, not
+"""The benchmark kit (genkernels.benchkit): what `genkernels bench` reports must be measured, not
 assumed. Small and fast: nothing here times anything for its own sake."""
 import inspect
 import subprocess
@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from genkernels import benchmark as gb
+from genkernels import benchkit as gb
 
 
 def _vq_quick_case():
@@ -63,7 +63,7 @@ def test_steady_allocator_keeps_mid_size_buffers_on_the_heap():
     # above it), and glibc then serves any size by mmap, whatever the threshold.
     code = inspect.getsource(_mmapped_bytes) + textwrap.dedent("""
         import torch
-        from genkernels import benchmark as gb
+        from genkernels import benchkit as gb
         got = gb.steady_cpu_allocator()
         if got is None or _mmapped_bytes() is None:
             print("skip")
@@ -98,3 +98,64 @@ def test_launch_count_sees_eager_ops_native_kernels_and_inductor_kernels():
         with use_backend("cpu"):
             n = gb.count_launches(lambda: genkernels.ddim_step(x, mo, 0.4, 0.6, guidance_scale=7.5), "cpu")
         assert n == 1
+
+
+def test_info_does_not_import_the_benchmark_and_cases_import_without_a_cycle():
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        from genkernels import cli
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            cli.main(["info"])
+        assert "driver" in out.getvalue() and "runtime" in out.getvalue(), out.getvalue()
+        assert not [m for m in sys.modules if "bench" in m and m.startswith("genkernels")], sys.modules
+        import genkernels.bench_cases  # first: it imports the kit, which must not import it back
+        from genkernels import benchkit
+        assert "vq_nearest" in benchkit.registered_ops()
+        """)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+def test_roofline_is_the_larger_of_the_copy_and_matmul_bounds():
+    # 1 MB at 100 GB/s: 10 us; 1 GFLOP at 100 GFLOP/s: 10 ms. Measured 20 ms: the matmul bounds it, 50 %.
+    row = gb.result_row("genkernels[cpu]", 20e-3, 10**6, 100.0, {"case": "c", "flops": 10**9}, flop_gflops=100.0)
+    assert row["roofline"] == "matmul" and row["pct_roofline"] == pytest.approx(50.0)
+    assert row["pct_copy"] == pytest.approx(0.05)
+    no_flops = gb.result_row("genkernels[cpu]", 20e-6, 10**6, 100.0, {"case": "c"}, flop_gflops=100.0)
+    assert no_flops["roofline"] == "copy" and no_flops["pct_roofline"] == pytest.approx(50.0)
+    (att,) = [c for c in gb.cases("attention", "cpu", quick=True) if c.pass_ == "fwd"]
+    B, H, Lq, d = att.shape
+    assert att.flops == 2 * 2 * B * H * Lq * 77 * d  # cross attention, Lk = 77: q kᵀ and p v
+
+
+def test_matmul_flop_rate_is_measured():
+    rate = gb.matmul_flop_rate("cpu", torch.float32, budget_s=0.05, n=128)
+    assert 0.01 < rate < 1e5  # GFLOP/s: a measurement, not a constant
+
+
+def test_chart_has_speedup_and_roofline_panels(tmp_path):
+    pytest.importorskip("matplotlib")
+    info = {"case": "attention x", "op": "attention", "pass": "fwd", "flops": 10**9}
+    rows = gb.add_speedups([gb.result_row(impl, t, 10**6, 100.0, info, flop_gflops=100.0)
+                            for impl, t in ((gb.EAGER, 40e-3), (gb.COMPILE, 30e-3), ("genkernels[cpu]", 20e-3))])
+    meta = {"device": "cpu", "timing": "wall", "date": "2026-11-29T00:00",
+            "system": {"genkernels": "0", "torch": "0", "cpu": "x", "cpu_isa": "avx2", "torch_threads": 1}}
+    import matplotlib.pyplot as plt
+
+    made = []
+    real_subplots = plt.subplots
+
+    def spy(*a, **k):
+        made.append(real_subplots(*a, **k))
+        return made[-1]
+    plt.subplots = spy
+    try:
+        assert gb.write_chart(str(tmp_path / "c.png"), meta, rows) is None
+    finally:
+        plt.subplots = real_subplots
+    axes = made[0][1]
+    titles = [ax.get_title() for ax in axes.flat]
+    assert titles == ["attention fwd: speed-up over eager", "attention fwd: speed-up over torch.compile",
+                      "attention fwd: % of roofline"]
+    heights = [[round(p.get_height(), 3) for p in ax.patches] for ax in axes.flat]
+    assert heights == [[1.333, 2.0], [0.75, 1.5], [25.0, 33.333, 50.0]]
+    assert (tmp_path / "c.png").stat().st_size > 1000

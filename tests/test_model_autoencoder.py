@@ -72,7 +72,7 @@ def test_digits_training_beats_bicubic():
 def test_benchmark_cases_compare_like_with_like(name):
     """genkernels.bench_models: the eager / compile baselines (torch's GroupNorm and SDPA) compute what
     the fused model computes, for the decode and the training step of every registered case."""
-    from genkernels import benchmark as gb
+    from genkernels import benchkit as gb
     cases = gb.cases(name, "cpu", quick=True)
     assert [c.pass_ for c in cases] == ["fwd+bwd", "fwd"]
     for case in cases:

@@ -124,7 +124,7 @@ def test_authors_sizes_and_argument_errors():
 
 
 def test_bench_baseline_is_the_same_generator_on_torch_norms():
-    from genkernels import bench_models, benchmark
+    from genkernels import bench_models, benchkit
     from genkernels.models.cyclegan import ResnetGenerator
     torch.manual_seed(0)
     gen = ResnetGenerator(3, 3, ngf=4, n_blocks=2).eval()
@@ -134,5 +134,5 @@ def test_bench_baseline_is_the_same_generator_on_torch_norms():
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(plain(x), gen(x), atol=1e-5, rtol=1e-5)
-    (case,) = benchmark.cases("cyclegan", "cpu", quick=True)
+    (case,) = benchkit.cases("cyclegan", "cpu", quick=True)
     assert case.shape == "generator_128" and "genkernels[reference]" in case.impl_names

@@ -4,7 +4,7 @@ default: vae:decode_photos (the case the CLI run was stopped before)."""
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from genkernels import benchmark as gb
+from genkernels import benchkit as gb
 gb.steady_cpu_allocator()
 wanted = sys.argv[2:] or ["vae:decode_photos"]
 rows, t = [], time.perf_counter()
