@@ -3,7 +3,8 @@
 #   versions, build for sm_90, `genkernels info` (driver, runtime, device), one call per op on each GPU
 #   backend, the GPU test suite, compute-sanitizer memcheck / racecheck / synccheck / initcheck on a small
 #   case of every CUDA kernel, a CUDA-graph capture of every op, the benchmarks, and the wheel built on
-#   the CPU machine installed next to this machine's torch (a second torch version).
+#   the CPU machine installed next to this machine's torch and next to a second torch version (a torch
+#   wheel already on the machine; without one the script says so and skips that step).
 # Runs from anywhere; works in the repository root.
 #
 #   OUT=/some/dir bash bench/gpu_check.sh
@@ -16,7 +17,8 @@
 #
 # Environment: PYTHON (default: the first of python, python3 that imports torch),
 # GPU_CHECK_BUDGET (seconds), GPU_CHECK_BUILD=always (build even without a GPU: compile check),
-# GPU_CHECK_ARCHS (default 90), GPU_CHECK_WHEEL (default: the newest dist/genkernels-*.whl).
+# GPU_CHECK_ARCHS (default 90), GPU_CHECK_WHEEL (default: the newest dist/genkernels-*.whl),
+# GPU_CHECK_TORCH_WHEEL (the second torch; default: a torch-*.whl in .whl/ or dist/ of another version).
 set -u -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -120,73 +122,7 @@ build() {
 
 collect() { cp -f "$REPO"/bench/results/bench_cuda*.json "$REPO"/bench/results/bench_cuda*.png "$OUT"/ 2>/dev/null; return 0; }
 
-SANITIZE_PY=$(mktemp /tmp/gk_sanitize_XXXX.py)
-export SANITIZE_PY
-trap 'rm -f "$SANITIZE_PY"' EXIT
-cat > "$SANITIZE_PY" <<'EOF'
-"""Calls every genkernels GPU kernel once (tests/op_calls.py: forward and backward, small odd shapes,
-NCHW and channels_last) in fp32 and fp16 on each GPU backend (GK_BACKENDS: a comma list to restrict),
-plain or under compute-sanitizer. GK_GRAPH=1: each call is captured in a CUDA graph and replayed.
-Python-level errors are reported as WARN (as FAIL with GK_GRAPH=1); a CUDA error exits 1."""
-import os
-import sys
-import torch
-import genkernels
-
-dev = torch.device("cuda")
-cuda_errors, warns = [], []
-
-
-GRAPH = os.environ.get("GK_GRAPH") == "1"
-
-
-def captured(fn):
-    """fn captured in a CUDA graph (after a warm-up on a side stream, as torch.cuda.graph needs), replayed."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-
-
-def run(label, fn):
-    try:
-        captured(fn) if GRAPH else fn()
-        torch.cuda.synchronize()
-        print("OK  ", label, flush=True)
-    except Exception as e:
-        msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        is_cuda = any(k in str(e) for k in ("CUDA error", "[CUDA]", "illegal memory", "misaligned address",
-                                            "unspecified launch failure", "cudaError"))
-        is_cuda = is_cuda or GRAPH
-        (cuda_errors if is_cuda else warns).append(f"{label}: {msg}")
-        print("FAIL" if is_cuda else "WARN", label, msg, flush=True)
-
-
-sys.path.insert(0, os.path.join(os.environ["REPO"], "tests"))
-from op_calls import op_calls  # noqa: E402
-
-if not torch.cuda.is_available():
-    print("FAIL: no GPU (torch.cuda.is_available() is False): nothing to call"); sys.exit(1)
-wanted = os.environ.get("GK_BACKENDS", "cuda,triton").split(",")
-backends = [b for b in genkernels.available_backends("cuda") if b in wanted]
-print("backends under test:", backends)
-if not backends:
-    print("FAIL: no GPU backend available"); sys.exit(1)
-for be in backends:
-    with genkernels.use_backend(be):
-        for dt in (torch.float32, torch.float16):
-            for label, fn in op_calls(dev, dt).items():
-                run(f"{label} [{be} {str(dt)[6:]}]", fn)
-print(f"{len(cuda_errors)} CUDA errors, {len(warns)} warnings")
-for m in cuda_errors + warns:
-    print("  ", m)
-sys.exit(1 if cuda_errors else 0)
-EOF
+export GPU_CALLS="$REPO/bench/gpu_calls.py"   # one call per op per GPU backend (GK_GRAPH=1: in a CUDA graph)
 
 # sanitize TOOL [BACKENDS]: compute-sanitizer TOOL over one call per op (small cases).
 sanitize() {
@@ -195,20 +131,36 @@ sanitize() {
   if [ -z "$cs" ]; then echo "compute-sanitizer: not found"; return 1; fi
   # One cudaMalloc per tensor, so an out-of-bounds access cannot land inside a pooled block.
   GK_BACKENDS=${2:-cuda,triton} PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$1" --error-exitcode 3 \
-    --print-limit 20 "$PY" "$SANITIZE_PY"
+    --print-limit 20 "$PY" "$GPU_CALLS"
 }
 
 # The wheel built on the CPU machine (`pip wheel --no-deps -w dist .`), installed in a throwaway venv that
-# sees this machine's torch, imported from outside the repository, one call per op.
+# sees this machine's torch (or, given a torch wheel, that torch installed over it), imported from outside
+# the repository, one call per op.
 wheel_check() {
+  local torch_whl=${1:-}
   local whl=${GPU_CHECK_WHEEL:-$(ls -t "$REPO"/dist/genkernels-*.whl 2>/dev/null | head -1)}
   if [ -z "$whl" ] || [ ! -f "$whl" ]; then echo "no wheel (dist/genkernels-*.whl or GPU_CHECK_WHEEL)"; return 1; fi
   local venv
   venv=$(mktemp -d /tmp/gk_wheel_XXXX)
   "$PY" -m venv --system-site-packages "$venv" && "$venv/bin/pip" install -q --no-deps --no-index "$whl" || return 1
+  if [ -n "$torch_whl" ]; then "$venv/bin/pip" install -q --no-deps --no-index "$torch_whl" || return 1; fi
   (cd "$venv" && env -u PYTHONPATH REPO="$REPO" "$venv/bin/python" -c "import genkernels, torch; \
-print('wheel genkernels from', genkernels.__file__, 'torch', torch.__version__)" && \
-    env -u PYTHONPATH REPO="$REPO" "$venv/bin/python" "$SANITIZE_PY")
+print('wheel genkernels from', genkernels.__file__, 'torch', torch.__version__, 'from', torch.__file__)" && \
+    env -u PYTHONPATH REPO="$REPO" "$venv/bin/python" "$GPU_CALLS")
+}
+
+# A torch wheel of another version than this machine's, for wheel_check. The GPU machine is offline: one
+# must be there already (GPU_CHECK_TORCH_WHEEL, or .whl/ or dist/ of the repository).
+second_torch_wheel() {
+  local have cand
+  have=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])" 2>/dev/null)
+  for cand in ${GPU_CHECK_TORCH_WHEEL:-} "$REPO"/.whl/torch-*.whl "$REPO"/dist/torch-*.whl; do
+    [ -f "$cand" ] || continue
+    case "$(basename "$cand")" in "torch-$have"-*|"torch-$have+"*) continue ;; esac
+    echo "$cand"; return 0
+  done
+  return 1
 }
 
 # First GPU step without a GPU: report it clearly and stop (a dry run ends here).
@@ -236,7 +188,7 @@ finish() {
 }
 
 echo "genkernels gpu_check: $(date -Is) in $REPO, budget ${BUDGET}s, archs sm_$ARCHS, OUT=$OUT"
-step versions 40 versions
+step versions 60 versions
 
 HAVE_GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 if [ "$HAVE_GPU" != 1 ]; then
@@ -251,7 +203,7 @@ fi
 
 step info 60 "$PY" -m genkernels.cli info
 
-step "one call per op" 90 "$PY" "$SANITIZE_PY"
+step "one call per op" 90 "$PY" "$GPU_CALLS"
 stop_without_gpu "one call per op"
 
 # (tests/test_benchmark.py checks CPU benchmark machinery, run by CI; the bench steps below use it on the GPU)
@@ -261,13 +213,15 @@ step "compute-sanitizer memcheck" 60 sanitize memcheck
 for tool in racecheck synccheck initcheck; do   # the CUDA kernels' shared memory, barriers, reads
   step "compute-sanitizer $tool" 40 sanitize "$tool" cuda
 done
-step "cuda graph capture" 40 env GK_GRAPH=1 "$PY" "$SANITIZE_PY"
+step "cuda graph capture" 40 env GK_GRAPH=1 "$PY" "$GPU_CALLS"
 # The headline case of every op first (each case compiles its torch.compile impl: seconds each), then as
 # many of the SD/StyleGAN shapes in fp16/bf16 as the time left allows (the bench writes its JSON after
-# every case, so a cut-short run keeps what it measured); the wheel check keeps its 40 s.
+# every case, so a cut-short run keeps what it measured); the wheel checks keep their time.
+TORCH_WHL=$(second_torch_wheel) || TORCH_WHL=
 step "bench cuda (headline cases)" 100 "$PY" -m genkernels.cli bench --device cuda --quick --out bench/results
 collect
-full_limit=$(( DEADLINE - $(date +%s) - 50 ))
+reserve=50; [ -n "$TORCH_WHL" ] && reserve=115   # the wheel checks' limits, plus margin
+full_limit=$(( DEADLINE - $(date +%s) - reserve ))
 if [ "$full_limit" -gt 40 ]; then
   step "bench cuda (fp16/bf16 shapes)" "$full_limit" "$PY" -m genkernels.cli bench --device cuda \
     --ops group_norm_silu,attention,ddim_step,vq_nearest,adain --dtypes bfloat16,float16 --out bench/results
@@ -276,4 +230,10 @@ else
   skip "bench cuda (fp16/bf16 shapes)" "not enough time left"
 fi
 step "wheel next to this torch" 40 wheel_check
+if [ -n "$TORCH_WHL" ]; then
+  step "wheel next to a second torch ($(basename "$TORCH_WHL"))" 60 wheel_check "$TORCH_WHL"
+else
+  skip "wheel next to a second torch" "no torch wheel of another version than this machine's on it (offline: \
+set GPU_CHECK_TORCH_WHEEL=/path/torch-X.whl, or put one in .whl/ or dist/)"
+fi
 finish
