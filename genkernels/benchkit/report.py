@@ -68,10 +68,10 @@ def _ordered(values) -> list:
     return out
 
 
-# (row key, axis label, impl left out: the baseline itself, log scale)
-_METRICS = (("speedup_vs_eager", "speed-up over eager", "eager", True),
-            ("speedup_vs_compile", "speed-up over torch.compile", "compile", True),
-            ("pct_roofline", "% of roofline", None, False))
+# (row key, axis label, impl left out: the baseline itself, the mark of parity)
+_METRICS = (("speedup_vs_eager", "speed-up over eager", "eager", 1.0),
+            ("speedup_vs_compile", "speed-up over torch.compile", "compile", 1.0),
+            ("pct_roofline", "% of roofline", None, 100.0))
 
 
 def write_chart(path: str, meta: dict, rows: List[dict]) -> Optional[str]:
@@ -98,7 +98,7 @@ def write_chart(path: str, meta: dict, rows: List[dict]) -> Optional[str]:
         cases = _ordered(r["case"] for r in sel)
         mm = {r["case"] for r in sel if r.get("roofline") == "matmul"}
         ticks = [c.replace(f"{op} ", "").replace(f" {pass_}", "") + (" [mm]" if c in mm else "") for c in cases]
-        for ax, (key, label, skip, log) in zip(row_axes, _METRICS):
+        for ax, (key, label, skip, parity) in zip(row_axes, _METRICS):
             shown = [i for i in impls if i != skip and any(r["impl"] == i and r.get(key) for r in sel)]
             width = 0.8 / max(1, len(shown))
             for j, impl in enumerate(shown):
@@ -107,13 +107,9 @@ def write_chart(path: str, meta: dict, rows: List[dict]) -> Optional[str]:
                 ys = [vals[c] for c in cases if c in vals]
                 bars = ax.bar(xs, ys, width, label=impl, color=colors[impl])
                 for b, y in zip(bars, ys):
-                    ax.annotate(f"{y:.2f}" if log else f"{y:.0f}", (b.get_x() + b.get_width() / 2, y),
+                    ax.annotate(f"{y:.2f}" if parity == 1.0 else f"{y:.0f}", (b.get_x() + b.get_width() / 2, y),
                                 ha="center", va="bottom", fontsize=6)
-            if log:
-                ax.set_yscale("log")
-                ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-            else:
-                ax.axhline(100, color="grey", lw=0.8, ls="--")
+            ax.axhline(parity, color="grey", lw=0.8, ls="--")
             ax.set_xticks(range(len(cases)))
             ax.set_xticklabels(ticks, rotation=30, ha="right", fontsize=7)
             ax.set_ylabel(label, fontsize=8)
@@ -125,7 +121,7 @@ def write_chart(path: str, meta: dict, rows: List[dict]) -> Optional[str]:
         f"{system.get('cpu')} ({system.get('cpu_isa')}), {system.get('torch_threads')} threads"
     fig.suptitle(f"genkernels {system['genkernels']}, torch {system['torch']}, {dev}, {meta['timing']} timing, "
                  f"{meta['date'][:16]}; roofline: copy bandwidth, [mm] matmul FLOP rate", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return None
