@@ -27,6 +27,7 @@ from torch import nn
 
 from ..nn import Attention, GroupNormSiLU
 from .blocks import Downsample2D, ResnetBlock2D, TimestepEmbedding, Timesteps, UNetMidBlock2D, Upsample2D
+from .onednn import use_onednn
 
 Tensor = torch.Tensor
 
@@ -364,6 +365,7 @@ class UNet(nn.Module):
                                       heads=rheads[i] if attn else None, transformer_layers=rtl[i]))
         self.conv_norm_out = GroupNormSiLU(cfg.norm_num_groups, chs[0], eps=cfg.norm_eps)   # + conv_act fused
         self.conv_out = nn.Conv2d(chs[0], cfg.out_channels, 3, padding=1)
+        use_onednn(self)   # inference: convolutions and linear layers on weights reordered once
 
     def time_embed(self, timestep, batch: int, dtype: torch.dtype, device: torch.device,
                    class_labels: Optional[Tensor] = None) -> Tensor:
@@ -411,7 +413,8 @@ class UNet(nn.Module):
             level_skips, skips = skips[-n:], skips[:-n]
             size = skips[-1].shape[2:] if odd and i < len(self.up_blocks) - 1 else None
             h = block(h, level_skips, temb, ctx, size)
-        return self.conv_out(self.conv_norm_out(h))
+        # NCHW out whatever layout the convolutions computed in (models/onednn.py: channels_last)
+        return self.conv_out(self.conv_norm_out(h)).contiguous()
 
 
 # ------------------------------------------------------------------------------- presets and loading

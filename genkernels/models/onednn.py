@@ -1,0 +1,101 @@
+"""Conv2d and Linear: ``nn.Conv2d`` / ``nn.Linear`` (same parameters, state_dict and results) whose CPU
+inference calls run oneDNN on a weight reordered once; ``use_onednn(model)`` swaps them into a model.
+
+Eager ``F.conv2d`` on the CPU reorders the weight into oneDNN's blocked layout on every call, and
+``F.linear`` packs it for the GEMM on every call; for the UNet's layers at small spatial sizes (latents of
+16x16 and below, down to 2x2 at the lowest level: few rows, large weights) that costs about as much as the
+arithmetic. Here a call that autograd does not record (no_grad / inference, or frozen weights and input),
+on a float32 CPU tensor in plain eager mode, uses a reordered copy of the weight kept with the module (one
+per input shape; rebuilt when the weight is changed in place or replaced). Convolutions compute in
+channels_last, oneDNN's layout, and return channels_last, so a network of them converts its input once.
+Every other call (training, torch.compile, other dtypes and devices, padding modes other than zeros) is
+the torch module's own forward.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import torch
+from torch import nn
+
+from ..ops._common import needs_grad, plain_eager
+
+Tensor = torch.Tensor
+_PLAIN = (torch.Tensor, nn.Parameter)   # not tensor subclasses (DTensor, fakes, ...)
+_MAX_SHAPES = 4   # reordered weights kept per module (input shapes seen), oldest dropped first
+
+
+def _usable(x: Tensor, weight: Tensor, bias) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and plain_eager(x) and all(p is None or type(p) in _PLAIN for p in (weight, bias))
+            and not needs_grad(x, weight, bias))
+
+
+class _Reordered:
+    """The cache of reordered weights, keyed by input shape, stamped with the weight's storage and version
+    (a replaced or in-place-updated weight is reordered again)."""
+
+    def _reordered(self, key: Tuple, reorder: Callable[[Tensor], Tensor]) -> Tensor:
+        cache: Dict[Tuple, Tuple[Tuple, Tensor]] = self.__dict__.setdefault("_onednn", {})
+        w = self.weight
+        stamp = (w.data_ptr(), w._version)
+        hit = cache.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        packed = reorder(w.detach())
+        if len(cache) >= _MAX_SHAPES:
+            cache.pop(next(iter(cache)))
+        cache[key] = (stamp, packed)
+        return packed
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_onednn", None)   # .to() / .half() / .cuda(): the copies describe the old weight
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):   # copy / deepcopy / pickle: oneDNN's opaque tensors have no storage to copy
+        state = self.__dict__.copy()
+        state.pop("_onednn", None)
+        return state
+
+
+class Conv2d(_Reordered, nn.Conv2d):
+    """``nn.Conv2d``; inference on the CPU through a cached oneDNN weight (see the module docstring)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (_usable(x, self.weight, self.bias) and x.dim() == 4 and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str)):
+            return super().forward(x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        w = self._reordered(tuple(x.shape), lambda w: torch.ops.mkldnn._reorder_convolution_weight(
+            w, *geometry, list(x.shape)))
+        bias = self.bias.detach() if self.bias is not None else None
+        return torch.ops.mkldnn._convolution_pointwise(x, w, bias, *geometry, "none", [], "")
+
+
+class Linear(_Reordered, nn.Linear):
+    """``nn.Linear``; inference on the CPU through a cached oneDNN weight (see the module docstring)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (_usable(x, self.weight, self.bias) and x.dim() >= 1 and x.numel() > 0):
+            return super().forward(x)
+        rows = x.reshape(-1, x.shape[-1])
+        w = self._reordered((rows.shape[0],), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows.shape[0]))
+        bias = self.bias.detach() if self.bias is not None else None
+        y = torch.ops.mkldnn._linear_pointwise(rows, w, bias, "none", [], "")
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def use_onednn(module: nn.Module) -> nn.Module:
+    """Every plain ``nn.Conv2d`` / ``nn.Linear`` in `module` becomes this file's subclass, in place (a class
+    swap: parameters, state_dict keys, hooks and training untouched). Returns `module`."""
+    for m in module.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = Conv2d
+        elif type(m) is nn.Linear:
+            m.__class__ = Linear
+    return module
+
+
+__all__ = ["Conv2d", "Linear", "use_onednn"]

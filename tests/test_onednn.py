@@ -1,0 +1,80 @@
+"""genkernels.models.onednn: Conv2d / Linear with weights reordered once for CPU inference compute what
+nn.Conv2d / nn.Linear compute, notice weight changes, and leave training, copies and state_dicts alone."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from genkernels.models.onednn import Conv2d, Linear, use_onednn
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+CONVS = [dict(in_channels=8, out_channels=16, kernel_size=3, padding=1),
+         dict(in_channels=8, out_channels=8, kernel_size=3, stride=2, padding=1, bias=False),
+         dict(in_channels=8, out_channels=12, kernel_size=1),
+         dict(in_channels=8, out_channels=8, kernel_size=3, padding=2, dilation=2, groups=4)]
+
+
+def _twins(plain: nn.Module):
+    torch.manual_seed(0)
+    for p in plain.parameters():
+        nn.init.normal_(p)
+    return plain, use_onednn(copy.deepcopy(plain))
+
+
+def _reordered(m):
+    return len(m.__dict__.get("_onednn", {}))
+
+
+@pytest.mark.parametrize("kw", CONVS)
+def test_conv_inference_matches_and_uses_reordered_weight(kw):
+    plain, fast = _twins(nn.Conv2d(**kw))
+    assert type(fast) is Conv2d
+    x = torch.randn(2, 8, 9, 7)
+    with torch.no_grad():
+        y = fast(x)
+        torch.testing.assert_close(y, plain(x), rtol=1e-5, atol=1e-4)
+    assert _reordered(fast) == 1 and y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", [(5, 24), (2, 3, 24), (1, 24)])
+def test_linear_inference_matches(shape):
+    plain, fast = _twins(nn.Linear(24, 40))
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-4)
+    assert _reordered(fast) == 1
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv2d(4, 6, 3, padding=1), lambda: nn.Linear(4, 6)])
+def test_weight_changes_are_seen(make):
+    plain, fast = _twins(make())
+    x = torch.randn(2, 4, 5, 5) if isinstance(plain, nn.Conv2d) else torch.randn(3, 4)
+    with torch.no_grad():
+        fast(x)
+        for m in (plain, fast):
+            m.weight.mul_(-2.0)            # in place (an optimizer step)
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-4)
+        w = torch.randn_like(plain.weight)
+        plain.weight, fast.weight = nn.Parameter(w), nn.Parameter(w.clone())   # replaced
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-4)
+
+
+def test_training_gradients_copies_and_state_dict():
+    plain, fast = _twins(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 25, 2)))
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        fast(x)
+    assert all(_reordered(m) == 1 for m in fast if isinstance(m, (Conv2d, Linear)))
+    plain(x).square().sum().backward()
+    fast(x).square().sum().backward()
+    for a, b in zip(plain.parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-4)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    twin = copy.deepcopy(fast)                     # the opaque reordered weights stay behind
+    assert _reordered(twin[0]) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), plain(x), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(fast.double()(x.double()), plain.double()(x.double()))   # other dtypes: torch's own
+    assert _reordered(fast[0]) == 0
