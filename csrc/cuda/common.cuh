@@ -29,6 +29,16 @@
 #define GK_LAUNCH(grid, block, smem, stream, ...) ::gk::emu::config(grid, block, smem, stream)(__VA_ARGS__)
 #endif
 
+// GK_DYNAMIC_SHARED(T, name); in a kernel: `T* name`, the launch's dynamic shared memory (GK_LAUNCH's
+// smem bytes, 16-byte aligned).
+#ifdef __CUDACC__
+#define GK_DYNAMIC_SHARED(T, name)                                  \
+  extern __shared__ __align__(16) unsigned char gk_dynamic_smem_[]; \
+  T* name = reinterpret_cast<T*>(gk_dynamic_smem_)
+#else
+#define GK_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::gk::emu::dynamic_smem())
+#endif
+
 #ifndef GK_CUDA_ARCHS
 #define GK_CUDA_ARCHS "unknown"
 #endif
