@@ -117,7 +117,8 @@ build() {
     GENKERNELS_BUILD_DIR="$REPO/build/gpu-check-sm$ARCHS" \
     "$PY" setup.py -q build_ext --inplace || return 1
   ls -l "$REPO"/genkernels/_C*.so
-  "$PY" -c "import genkernels._C_cuda as m; print('genkernels._C_cuda archs', m.archs, 'runtime', m.runtime_version)"
+  # from this tree, not an installed genkernels (an editable install's finder would win over PYTHONPATH)
+  "$PY" -c "import genkernels._C_cuda as m; print(m.__file__, 'archs', m.archs, 'runtime', m.runtime_version)"
 }
 
 collect() { cp -f "$REPO"/bench/results/bench_cuda*.json "$REPO"/bench/results/bench_cuda*.png "$OUT"/ 2>/dev/null; return 0; }
