@@ -5,11 +5,11 @@ Eager ``F.conv2d`` on the CPU reorders the weight into oneDNN's blocked layout o
 ``F.linear`` packs it for the GEMM on every call; for the UNet's layers at small spatial sizes (latents of
 16x16 and below, down to 2x2 at the lowest level: few rows, large weights) that costs about as much as the
 arithmetic. Here a call that autograd does not record (no_grad / inference, or frozen weights and input),
-on a float32 CPU tensor in plain eager mode, uses a reordered copy of the weight kept with the module (one
-per input shape; rebuilt when the weight is changed in place or replaced). Convolutions compute in
-channels_last, oneDNN's layout, and return channels_last, so a network of them converts its input once.
-Every other call (training, torch.compile, other dtypes and devices, padding modes other than zeros) is
-the torch module's own forward.
+on a float32 CPU tensor in plain eager mode (Linear: with at most _FEW_ROWS rows), uses a reordered copy
+of the weight kept with the module (one per input shape; rebuilt when the weight is changed in place or
+replaced). Convolutions compute in channels_last, oneDNN's layout, and return channels_last, so a network
+of them converts its input once. Every other call (training, torch.compile, other dtypes and devices,
+padding modes other than zeros, many rows) is the torch module's own forward.
 """
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from ..ops._common import needs_grad, plain_eager
 Tensor = torch.Tensor
 _PLAIN = (torch.Tensor, nn.Parameter)   # not tensor subclasses (DTensor, fakes, ...)
 _MAX_SHAPES = 4   # reordered weights kept per module (input shapes seen), oldest dropped first
+# Linear: oneDNN for at most this many rows, where packing the weight dominates a call; with more rows
+# F.linear (MKL's GEMM) is as fast or faster at the UNet's shapes
+_FEW_ROWS = 64
 
 
 def _usable(x: Tensor, weight: Tensor, bias) -> bool:
@@ -78,10 +81,11 @@ class Linear(_Reordered, nn.Linear):
     """``nn.Linear``; inference on the CPU through a cached oneDNN weight (see the module docstring)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (_usable(x, self.weight, self.bias) and x.dim() >= 1 and x.numel() > 0):
+        n = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] > 0 else 0
+        if not (_usable(x, self.weight, self.bias) and 0 < n <= _FEW_ROWS):
             return super().forward(x)
-        rows = x.reshape(-1, x.shape[-1])
-        w = self._reordered((rows.shape[0],), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows.shape[0]))
+        rows = x.reshape(n, x.shape[-1])
+        w = self._reordered((n,), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, n))
         bias = self.bias.detach() if self.bias is not None else None
         y = torch.ops.mkldnn._linear_pointwise(rows, w, bias, "none", [], "")
         return y.reshape(*x.shape[:-1], y.shape[-1])
