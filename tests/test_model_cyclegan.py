@@ -136,3 +136,20 @@ def test_bench_baseline_is_the_same_generator_on_torch_norms():
         torch.testing.assert_close(plain(x), gen(x), atol=1e-5, rtol=1e-5)
     (case,) = benchkit.cases("cyclegan", "cpu", quick=True)
     assert case.shape == "generator_128" and "genkernels[reference]" in case.impl_names
+
+
+def test_generator_loss_is_lsgan_plus_10_cycle_plus_5_identity():
+    """The authors' defaults: least-squares GAN loss, cycle weight 10, identity weight 0.5 * 10, pool of 50."""
+    torch.manual_seed(0)
+    model = models.build("cyclegan", "tiny")
+    c = model.config
+    assert (c.lambda_cycle, c.lambda_identity, c.pool_size) == (10.0, 0.5, 50)
+    batch = _batch(model)
+    loss, logs = model(batch, "g", 0)
+    fake_a, fake_b, gan, cycle, identity = model.cycle_losses(batch["image"], batch["image_b"])
+    D = model.discriminator
+    lsgan = (D["b"](fake_b) - 1).pow(2).mean() + (D["a"](fake_a) - 1).pow(2).mean()
+    torch.testing.assert_close(gan, lsgan)
+    assert cycle.item() > 0 and identity.item() > 0
+    torch.testing.assert_close(loss, gan + 10 * cycle + 5 * identity)
+    torch.testing.assert_close(logs["cycle"], cycle)
