@@ -26,6 +26,22 @@ def test_generator_fade_in_endpoints():
         torch.testing.assert_close(mid, torch.lerp(F.interpolate(G(z, level - 1, 1.0), scale_factor=2.0), full, 0.25))
 
 
+def test_generator_features_are_pixel_normalised_and_averaged():
+    """Pixel norm of z and after every generator conv (each to-RGB input has unit RMS per pixel, the output
+    ignores z's scale); the generator is the EMA-averaged module."""
+    m = _model()
+    G, seen = m.generator, []
+    for rgb in G.to_rgb:
+        rgb.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    z = torch.randn(3, 16)
+    out = G(z, 2, 0.5)                          # fading in: the skip's to-RGB (level 1) and the new one (level 2)
+    assert [x.shape[-1] for x in seen] == [8, 16]
+    for x in seen:
+        torch.testing.assert_close(x.pow(2).mean(1), torch.ones_like(x[:, 0]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(G(7 * z, 2, 0.5), out)
+    assert m.ema_modules() == ["generator"] and progan.ProGANConfig().ema_decay == 0.999
+
+
 def test_critic_fade_in_endpoints():
     m = _model()
     D = m.discriminator
