@@ -8,56 +8,13 @@ import pytest
 import torch
 
 import genkernels
-from genkernels import _native
-from genkernels import backend as _backend
+from cuda_emu_fixture import emulated, needs_cuemu, ran  # noqa: F401 (emulated: a fixture)
 
-pytestmark = pytest.mark.skipif(_native.load("_C_cuemu") is None,
-                                reason=f"genkernels._C_cuemu not built ({_native.load_error('_C_cuemu')})")
+pytestmark = needs_cuemu
 
 # (atol, rtol) against a float64 reference computed from the same rounded inputs
 TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (4e-3, 4e-3), torch.bfloat16: (3e-2, 3e-2)}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-
-CALLS = []  # names of the emulated kernels the current test ran
-
-
-class _Counting:
-    """_C_cuemu, recording which kernels are called."""
-
-    def __init__(self, mod):
-        self._mod = mod
-
-    def __getattr__(self, name):
-        fn = getattr(self._mod, name)
-
-        def call(*args):
-            CALLS.append(name)
-            return fn(*args)
-
-        return call
-
-
-@pytest.fixture
-def emulated(monkeypatch):
-    """Backend "cuda" on CPU tensors, its kernels from _C_cuemu (test-only: the product's cuda backend
-    still rejects CPU tensors)."""
-    real_error, real_load = _backend.backend_error, _native.load
-    emu = _Counting(real_load("_C_cuemu"))
-
-    def backend_error(name, device):
-        return None if name == "cuda" and device.type == "cpu" else real_error(name, device)
-
-    monkeypatch.setattr(_backend, "backend_error", backend_error)
-    monkeypatch.setattr(_native, "load", lambda name: emu if name == "_C" else real_load(name))
-    CALLS.clear()
-    yield "cuda"
-    assert CALLS, "no emulated CUDA kernel ran"
-
-
-def ran(*kernels):
-    missing = set(kernels) - set(CALLS)
-    assert not missing, f"kernels not run: {missing} (ran {sorted(set(CALLS))})"
 
 
 def run(backend, fn, tensors, grad=True, seed=1):
@@ -303,3 +260,43 @@ def test_attention_causal(emulated, B, H, Lq, Lk, d, token, mask, dtype):
 
     compare(emulated, fn, [q, k, v], dtype, "attention causal", scale=2.0)
     ran("attention_fwd", "attention_bwd")
+
+
+# head dims at and just past each bucket of the per-thread arrays (csrc/cuda/attention_common.cuh:
+# 32, 64, 128, 256); test_attention has 8, 16, 40, 80, 160 and 256
+@pytest.mark.parametrize("d", [32, 33, 64, 72, 128, 129])
+def test_attention_head_dim_buckets(emulated, d):
+    q, k, v = randn(1, 2, 3, d), randn(1, 2, 20, d, seed=1), randn(1, 2, 20, d, seed=2)
+    m = torch.zeros(1, 20, dtype=torch.bool)
+    m[0, 17:] = True
+    compare(emulated, lambda q, k, v: genkernels.attention(q, k, v, key_padding_mask=m), [q, k, v],
+            torch.float32, f"attention d={d}", scale=2.0)
+    ran("attention_fwd", "attention_bwd")
+
+
+def _attention_fwd_raw(B, H, Lq, Lk, D, claimed_bytes):
+    """attention_fwd of _C_cuemu on [B, H, L, D] tensors that claim `claimed_bytes` each: a launch that
+    is refused never touches them."""
+    from genkernels import _native
+    buf = torch.zeros(4)
+    ptrs = [buf.data_ptr()] * 3 + [0] + [buf.data_ptr()] * 2
+    sizes = [claimed_bytes] * 3 + [0] + [claimed_bytes] * 2
+    q_s, k_s = [H * Lq * D, Lq * D, D], [H * Lk * D, Lk * D, D]
+    ints = [B, H, Lq, Lk, D] + q_s + k_s + k_s + q_s + [0]
+    _native.load("_C_cuemu").attention_fwd(_native.DTYPE_CODES[torch.float32], ptrs, sizes, ints, [1.0], 1)
+
+
+def test_launch_past_grid_limit_is_refused():
+    """2^15 heads of 2^23 query rows need 2^31 blocks of 128 rows: one more than grid x allows. The
+    launch is refused with an error naming the kernel and the limit, before anything runs."""
+    with pytest.raises(ValueError, match=r"attn_fwd_kernel.*grid\.x = 2147483648 is outside \[1, 2147483647\]"):
+        _attention_fwd_raw(1, 1 << 15, 1 << 23, 1, 1, 1 << 42)
+
+
+@pytest.mark.long  # 65,536 emulated blocks of 128 threads each: about ten minutes
+def test_attention_65536_heads(emulated):
+    """B*H = 65,536 (video temporal attention: 2*64*64 positions x 8 heads) is past grid y's limit: the
+    heads are flattened onto grid x."""
+    B, H = 8192, 8
+    q, k, v = randn(B, H, 1, 1), randn(B, H, 2, 1, seed=1), randn(B, H, 2, 1, seed=2)
+    compare(emulated, genkernels.attention, [q, k, v], torch.float32, "attention 65536 heads", grad=False)

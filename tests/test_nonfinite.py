@@ -4,32 +4,55 @@ import torch
 
 import genkernels as gk
 from conftest import compiled_backends
+from cuda_emu_fixture import emulated, needs_cuemu  # noqa: F401 (emulated: a fixture)
 
 BACKENDS = ["reference"] + compiled_backends("cpu")
+# the CUDA kernels, run on the CPU by genkernels._C_cuemu
+ATTN_BACKENDS = BACKENDS + [pytest.param("cuda-emulated", marks=needs_cuemu)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_attention_nan_key(backend):
+def backend_name(request, backend):
+    """`backend`, with "cuda-emulated" set up (the `emulated` fixture) and named "cuda"."""
+    return request.getfixturevalue("emulated") if backend == "cuda-emulated" else backend
+
+
+@pytest.mark.parametrize("backend", ATTN_BACKENDS)
+def test_attention_nan_key(request, backend):
     """NaN in an attended key makes the rows that attend to it NaN; other batches are unaffected."""
     q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
     k[0, 1, 3, 2] = float("nan")
-    with gk.use_backend(backend):
+    with gk.use_backend(backend_name(request, backend)):
         out = gk.attention(q, k, v)
     assert out[0, 1].isnan().all()
     assert torch.isfinite(out[0, 0]).all() and torch.isfinite(out[1]).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ATTN_BACKENDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_attention_nan_query_row(request, backend, bad):
+    """A non-finite query element makes its own output row NaN, and no other row."""
+    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
+    q[1, 0, 2, 5] = bad
+    with gk.use_backend(backend_name(request, backend)):
+        out = gk.attention(q, k, v)
+    assert out[1, 0, 2].isnan().all()
+    keep = torch.ones(2, 2, 5, dtype=torch.bool)
+    keep[1, 0, 2] = False
+    assert torch.isfinite(out[keep]).all()
+
+
+@pytest.mark.parametrize("backend", ATTN_BACKENDS)
 @pytest.mark.parametrize("where", ["k", "v"])
-def test_attention_nan_in_padding_key_is_ignored(backend, where):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_attention_nan_in_padding_key_is_ignored(request, backend, where, bad):
     q, k, v = (torch.randn(2, 2, 5, 8, requires_grad=True) for _ in range(3))
     mask = torch.zeros(2, 7, dtype=torch.bool)
     mask[:, 5:] = True
     kk, vv = torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
-    (kk if where == "k" else vv)[:, :, 6] = float("nan")
+    (kk if where == "k" else vv)[:, :, 6] = bad
     kk.requires_grad_(True)
     vv.requires_grad_(True)
-    with gk.use_backend(backend):
+    with gk.use_backend(backend_name(request, backend)):
         out = gk.attention(q, kk, vv, key_padding_mask=mask)
         dq, dk, dv = torch.autograd.grad(out.sum(), (q, kk, vv))
     want = gk.attention_reference(q.detach(), kk.detach()[:, :, :5], vv.detach()[:, :, :5])

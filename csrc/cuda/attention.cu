@@ -1,50 +1,52 @@
 // CUDA flash attention forward (backward: attention_bwd.cu). Semantics and argument order:
 // csrc/common/attention_args.h. A simple, correct baseline: one thread per query row (online softmax
-// in registers/local memory, float accumulation), K/V tiles of kTile keys staged in shared memory and
-// shared by the block's rows. Fully masked rows: out = 0, lse = -inf. Causal: the block stops after the
-// key tile holding its last row's diagonal; within a tile each row drops the keys past its own.
+// in registers/local memory sized for the head dim's bucket MD, float accumulation), K/V tiles of kTile
+// keys staged in shared memory and shared by the block's rows. Fully masked rows: out = 0, lse = -inf.
+// Padding keys are never read (their k and v may hold NaN), and a row accumulates only the keys it
+// attends, so NaN/inf in a key it does not attend (padding, or past its diagonal) cannot reach it.
+// Causal: the block stops after the key tile holding its last row's diagonal.
 #include <cmath>
 
-#include "common/attention_args.h"
-#include "cuda/common.cuh"
+#include "cuda/attention_common.cuh"
 
 namespace gk {
 namespace {
 using namespace cu;
+using namespace cu::attn;
 
-constexpr int kRows = 128, kMaxD = 256;
-
-template <class T, class A>
+template <class T, class A, int MD>
 __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, const T* __restrict k,
                                                          const T* __restrict v, const std::uint8_t* __restrict mask,
-                                                         T* __restrict out, A* __restrict lse, AttnArgs p) {
-  constexpr int kTile = sizeof(A) == 8 ? 8 : 16;  // 32 KB of shared K/V either way
-  __shared__ A ks[kTile][kMaxD];
-  __shared__ A vs[kTile][kMaxD];
+                                                         T* __restrict out, A* __restrict lse, AttnArgs p,
+                                                         std::int64_t nblk) {
+  constexpr int kTile = tile_rows<A>();
+  __shared__ A ks[kTile][MD];
+  __shared__ A vs[kTile][MD];
   __shared__ bool ok[kTile];
-  const std::int64_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
-  const std::int64_t i = std::int64_t(blockIdx.x) * kRows + threadIdx.x;
+  const RowIdx x = row_idx(p, nblk);
+  const std::int64_t bh = x.bh, b = x.b, h = x.h, i = x.row;
   const bool live = i < p.Lq;
   const int D = int(p.D);
   const A scale = A(p.scale);
-  A qr[kMaxD], acc[kMaxD];
-  const T* qrow = q + b * p.qs[0] + h * p.qs[1] + (live ? i : 0) * p.qs[2];
+  A qr[MD], acc[MD];
+  const T* qrow = row_at(q, p.qs, b, h, live ? i : 0);
   for (int d = 0; d < D; ++d) { qr[d] = live ? to_acc(qrow[d]) * scale : A(0); acc[d] = A(0); }
   A m = -INFINITY, l = 0;
   // keys any row of this block sees (block-uniform: every thread runs the same tiles and barriers)
-  const std::int64_t row_end = std::int64_t(blockIdx.x + 1) * kRows;
+  const std::int64_t row_end = (x.blk + 1) * kRows;
   const std::int64_t Lv = p.causal && row_end < p.Lk ? row_end : p.Lk;
   for (std::int64_t j0 = 0; j0 < Lv; j0 += kTile) {
+    __syncthreads();
+    if (threadIdx.x < kTile) {
+      const std::int64_t j = j0 + threadIdx.x;
+      ok[threadIdx.x] = j < p.Lk && !(mask && mask[b * p.Lk + j]);
+    }
     __syncthreads();
     for (int e = threadIdx.x; e < kTile * D; e += kRows) {
       const int r = e / D, d = e % D;
       const std::int64_t j = j0 + r;
-      ks[r][d] = j < p.Lk ? to_acc(k[b * p.ks[0] + h * p.ks[1] + j * p.ks[2] + d]) : A(0);
-      vs[r][d] = j < p.Lk ? to_acc(v[b * p.vs[0] + h * p.vs[1] + j * p.vs[2] + d]) : A(0);
-    }
-    if (threadIdx.x < kTile) {
-      const std::int64_t j = j0 + threadIdx.x;
-      ok[threadIdx.x] = j < p.Lk && !(mask && mask[b * p.Lk + j]);
+      ks[r][d] = ok[r] ? to_acc(row_at(k, p.ks, b, h, j)[d]) : A(0);
+      vs[r][d] = ok[r] ? to_acc(row_at(v, p.vs, b, h, j)[d]) : A(0);
     }
     __syncthreads();
     A s[kTile];
@@ -60,6 +62,7 @@ __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, 
     l *= alpha;
     for (int d = 0; d < D; ++d) acc[d] *= alpha;
     for (int r = 0; r < kTile; ++r) {
+      if (!ok[r] || (p.causal && j0 + r > i)) continue;  // not attended: p = 0, and v is never read
       const A pr = exp(A(s[r] - mu));
       l += pr;
       for (int d = 0; d < D; ++d) acc[d] += pr * vs[r][d];
@@ -67,19 +70,21 @@ __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, 
     m = mx;
   }
   if (!live) return;
-  const A inv = l > A(0) ? A(1) / l : A(0);
-  T* orow = out + b * p.os[0] + h * p.os[1] + i * p.os[2];
+  // l is NaN where a NaN reached the row: the row is NaN (inv NaN), not zero
+  const bool none = l == A(0);
+  const A inv = none ? A(0) : A(1) / l;
+  T* orow = row_at(out, p.os, b, h, i);
   for (int d = 0; d < D; ++d) orow[d] = from_acc<T>(A(acc[d] * inv));
-  lse[bh * p.Lq + i] = l > A(0) ? m + log(l) : A(-INFINITY);
+  lse[bh * p.Lq + i] = none ? A(-INFINITY) : m + log(l);
 }
 
-template <class T>
+template <class T, int MD>
 void run(const AttnArgs& p, cudaStream_t stream) {
   using A = acc_t<T>;
-  dim3 grid(unsigned((p.Lq + kRows - 1) / kRows), unsigned(p.B * p.H));
-  GK_LAUNCH(grid, kRows, 0, stream, attn_fwd_kernel<T, A>)(static_cast<const T*>(p.q), static_cast<const T*>(p.k),
-                                                    static_cast<const T*>(p.v), p.mask, static_cast<T*>(p.out),
-                                                    static_cast<A*>(p.lse), p);
+  const std::int64_t nblk = row_blocks(p.Lq);
+  GK_LAUNCH(nblk * p.B * p.H, kRows, 0, stream, attn_fwd_kernel<T, A, MD>)(
+      static_cast<const T*>(p.q), static_cast<const T*>(p.k), static_cast<const T*>(p.v), p.mask,
+      static_cast<T*>(p.out), static_cast<A*>(p.lse), p, nblk);
   check(cudaGetLastError(), "attention_fwd launch");
 }
 
@@ -88,10 +93,11 @@ void run(const AttnArgs& p, cudaStream_t stream) {
 void cuda_attention_fwd(const Flat& a, int device, std::uintptr_t stream) {
   AttnArgs p(a, false);
   if (p.B * p.H == 0 || p.Lq == 0) return;
-  if (p.D > kMaxD) throw std::invalid_argument("attention_fwd (cuda): head dim must be <= 256");
   DeviceGuard guard(device);
   cudaStream_t s = as_stream(stream);
-  by_dtype(a.dtype, "attention_fwd", [&](auto t) { run<decltype(t)>(p, s); });
+  by_head_dim(p.D, "attention_fwd", [&](auto md) {
+    by_dtype(a.dtype, "attention_fwd", [&](auto t) { run<decltype(t), decltype(md)::value>(p, s); });
+  });
 }
 
 }  // namespace gk

@@ -10,31 +10,18 @@
 //      dv_j = sum_i p_ij dout_i and dk_j = scale sum_i ds_ij q_i.
 // P is recomputed from q, k and the saved lse (the same (q * scale) . k as the forward); nothing of
 // size Lq x Lk is stored. Masked keys and fully masked rows (lse = -inf) get p = 0, hence zero
-// gradients (never NaN); Lq = 0 writes dk = dv = 0. Causal (p = 0 for j > i): the dq kernel's blocks stop
+// gradients; a padding key is never read (NaN in its k or v has no effect). Lq = 0 writes dk = dv = 0. Causal (p = 0 for j > i): the dq kernel's blocks stop
 // after the key tile holding their last row, the dk/dv kernel's blocks start at the query tile holding
 // their first key.
-#include <climits>
 #include <cmath>
 
-#include "common/attention_args.h"
-#include "cuda/common.cuh"
+#include "cuda/attention_common.cuh"
 
 namespace gk {
 namespace {
 using namespace cu;
 
-constexpr int kRows = 128, kMaxD = 256;
-
-// Rows per shared tile: two [kTile][kMaxD] tiles are 32 KB for float and double alike.
-template <class A>
-constexpr int tile_rows() { return sizeof(A) == 8 ? 8 : 16; }
-
-// Row `r` of a [B, H, L, d] tensor with element strides `s` (batch, head, row), unit stride on d.
-template <class T>
-__device__ __forceinline__ T* row_at(T* base, const std::int64_t* s, std::int64_t b, std::int64_t h,
-                                     std::int64_t r) {
-  return base + b * s[0] + h * s[1] + r * s[2];
-}
+using namespace cu::attn;
 
 // Device pointers of one call, typed.
 template <class T, class A>
@@ -46,22 +33,12 @@ struct BwdPtrs {
   T *dq, *dk, *dv;
 };
 
-// This thread's (batch*head, batch, head, row): blocks of kRows rows of each head, flattened into
-// grid x (no 65535 limit on B*H); `nblk` blocks per head.
-struct RowIdx {
-  std::int64_t bh, b, h, row;
-};
-__device__ __forceinline__ RowIdx row_idx(const AttnArgs& p, int nblk) {
-  const std::int64_t bh = blockIdx.x / nblk;
-  return {bh, bh / p.H, bh % p.H, std::int64_t(blockIdx.x % nblk) * kRows + threadIdx.x};
-}
-
 // One thread per query row.
-template <class T, class A>
-__global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, AttnArgs p, int nblk) {
+template <class T, class A, int MD>
+__global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, AttnArgs p, std::int64_t nblk) {
   constexpr int kTile = tile_rows<A>();
-  __shared__ A kt[kTile][kMaxD];
-  __shared__ A vt[kTile][kMaxD];
+  __shared__ A kt[kTile][MD];
+  __shared__ A vt[kTile][MD];
   __shared__ bool key_ok[kTile];
   const RowIdx x = row_idx(p, nblk);
   const std::int64_t bh = x.bh, b = x.b, h = x.h, i = x.row;
@@ -72,7 +49,7 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, Att
   const T* qrow = row_at(t.q, p.qs, b, h, r);
   const T* orow = row_at(t.out, p.os, b, h, r);
   const T* grow = row_at(t.dout, p.os, b, h, r);  // dout has out's strides
-  A qr[kMaxD], gr[kMaxD], acc[kMaxD];
+  A qr[MD], gr[MD], acc[MD];
   A dl = 0;
   for (int d = 0; d < D; ++d) {
     qr[d] = live ? to_acc(qrow[d]) * scale : A(0);
@@ -83,19 +60,20 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, Att
   // Rows past Lq and fully masked rows: p = 0 for every key.
   const A L = live ? t.lse[bh * p.Lq + i] : A(-INFINITY);
   const bool has_keys = L != A(-INFINITY);
-  const std::int64_t row_end = (std::int64_t(blockIdx.x % nblk) + 1) * kRows;  // block-uniform
+  const std::int64_t row_end = (x.blk + 1) * kRows;  // block-uniform
   const std::int64_t Lv = p.causal && row_end < p.Lk ? row_end : p.Lk;
   for (std::int64_t j0 = 0; j0 < Lv; j0 += kTile) {
+    __syncthreads();
+    if (threadIdx.x < kTile) {
+      const std::int64_t j = j0 + threadIdx.x;
+      key_ok[threadIdx.x] = j < p.Lk && !(t.mask && t.mask[b * p.Lk + j]);
+    }
     __syncthreads();
     for (int e = threadIdx.x; e < kTile * D; e += kRows) {
       const int c = e / D, d = e % D;
       const std::int64_t j = j0 + c;
-      kt[c][d] = j < p.Lk ? to_acc(row_at(t.k, p.ks, b, h, j)[d]) : A(0);
-      vt[c][d] = j < p.Lk ? to_acc(row_at(t.v, p.vs, b, h, j)[d]) : A(0);
-    }
-    if (threadIdx.x < kTile) {
-      const std::int64_t j = j0 + threadIdx.x;
-      key_ok[threadIdx.x] = j < p.Lk && !(t.mask && t.mask[b * p.Lk + j]);
+      kt[c][d] = key_ok[c] ? to_acc(row_at(t.k, p.ks, b, h, j)[d]) : A(0);
+      vt[c][d] = key_ok[c] ? to_acc(row_at(t.v, p.vs, b, h, j)[d]) : A(0);
     }
     __syncthreads();
     if (!has_keys) continue;
@@ -118,11 +96,11 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, Att
 }
 
 // One thread per key row; runs after the dq kernel (same stream), which wrote delta.
-template <class T, class A>
-__global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, AttnArgs p, int nblk) {
+template <class T, class A, int MD>
+__global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, AttnArgs p, std::int64_t nblk) {
   constexpr int kTile = tile_rows<A>();
-  __shared__ A qt[kTile][kMaxD];  // q * scale
-  __shared__ A gt[kTile][kMaxD];  // dout
+  __shared__ A qt[kTile][MD];  // q * scale
+  __shared__ A gt[kTile][MD];  // dout
   __shared__ A lt[kTile], dlt[kTile];
   const RowIdx x = row_idx(p, nblk);
   const std::int64_t bh = x.bh, b = x.b, h = x.h, j = x.row;
@@ -133,7 +111,7 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, A
   const std::int64_t r = live ? j : 0;
   const T* krow = row_at(t.k, p.ks, b, h, r);
   const T* vrow = row_at(t.v, p.vs, b, h, r);
-  A kr[kMaxD], vr[kMaxD], dka[kMaxD], dva[kMaxD];
+  A kr[MD], vr[MD], dka[MD], dva[MD];
   for (int d = 0; d < D; ++d) {
     kr[d] = live ? to_acc(krow[d]) : A(0);
     vr[d] = live ? to_acc(vrow[d]) : A(0);
@@ -141,7 +119,7 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, A
     dva[d] = A(0);
   }
   // causal: query rows before the block's first key see none of its keys (block-uniform start)
-  const std::int64_t key0 = std::int64_t(blockIdx.x % nblk) * kRows;
+  const std::int64_t key0 = x.blk * kRows;
   const std::int64_t i_begin = p.causal ? key0 / kTile * kTile : 0;
   for (std::int64_t i0 = i_begin; i0 < p.Lq; i0 += kTile) {
     __syncthreads();
@@ -184,15 +162,7 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, A
   }
 }
 
-// Blocks of kRows rows for `L` rows of each of `bh` heads, as a 1-D grid.
-int grid_blocks(std::int64_t L, std::int64_t bh, int* nblk) {
-  const std::int64_t n = ceil_div<std::int64_t>(L, kRows);
-  if (n * bh > INT_MAX) throw std::invalid_argument("attention_bwd (cuda): too many rows for one launch");
-  *nblk = int(n);
-  return int(n * bh);
-}
-
-template <class T>
+template <class T, int MD>
 void run(const AttnArgs& p, cudaStream_t stream) {
   using A = acc_t<T>;
   const std::int64_t BH = p.B * p.H;
@@ -203,14 +173,13 @@ void run(const AttnArgs& p, cudaStream_t stream) {
                         static_cast<const A*>(p.lse),  delta.as<A>(),
                         static_cast<T*>(p.dq),         static_cast<T*>(p.dk),
                         static_cast<T*>(p.dv)};
-  int nblk = 0;
   if (p.Lq > 0) {
-    const int grid = grid_blocks(p.Lq, BH, &nblk);
-    GK_LAUNCH(grid, kRows, 0, stream, attn_bwd_dq_kernel<T, A>)(t, p, nblk);
+    const std::int64_t nblk = row_blocks(p.Lq);
+    GK_LAUNCH(nblk * BH, kRows, 0, stream, attn_bwd_dq_kernel<T, A, MD>)(t, p, nblk);
     check(cudaGetLastError(), "attention_bwd dq launch");
   }
-  const int grid = grid_blocks(p.Lk, BH, &nblk);
-  GK_LAUNCH(grid, kRows, 0, stream, attn_bwd_dkdv_kernel<T, A>)(t, p, nblk);
+  const std::int64_t nblk = row_blocks(p.Lk);
+  GK_LAUNCH(nblk * BH, kRows, 0, stream, attn_bwd_dkdv_kernel<T, A, MD>)(t, p, nblk);
   check(cudaGetLastError(), "attention_bwd dk/dv launch");
 }
 
@@ -219,10 +188,11 @@ void run(const AttnArgs& p, cudaStream_t stream) {
 void cuda_attention_bwd(const Flat& a, int device, std::uintptr_t stream) {
   AttnArgs p(a, true);
   if (p.B * p.H == 0) return;
-  if (p.D > kMaxD) throw std::invalid_argument("attention_bwd (cuda): head dim must be <= 256");
   DeviceGuard guard(device);
   cudaStream_t s = as_stream(stream);
-  by_dtype(a.dtype, "attention_bwd", [&](auto t) { run<decltype(t)>(p, s); });
+  by_head_dim(p.D, "attention_bwd", [&](auto md) {
+    by_dtype(a.dtype, "attention_bwd", [&](auto t) { run<decltype(t), decltype(md)::value>(p, s); });
+  });
 }
 
 }  // namespace gk

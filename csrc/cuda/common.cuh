@@ -3,6 +3,7 @@
 //     to_acc / from_acc<T> (round to nearest even); 16-byte vector loads/stores (Vec<T, V>)
 //   - warp and block reductions (deterministic: fixed shuffle/tree order)
 //   - host side: check(), DeviceGuard, sm_count(), as_stream(), is_aligned(), StreamBuffer (scratch)
+//   - GK_LAUNCH, the checked kernel launch (csrc/cuda/launch_limits.cuh)
 #pragma once
 #ifndef __CUDACC__
 #include "cuda_emu/emu.h"  // host-compiler build of the kernels: genkernels._C_cuemu
@@ -19,15 +20,6 @@
 #include <type_traits>
 
 #include "cuda/launch.h"
-
-// GK_LAUNCH(grid, block, smem, stream, kernel)(args...): kernel<<<grid, block, smem, stream>>>(args...)
-// under nvcc, an emulated launch on the CPU threads otherwise (csrc/cuda_emu/emu.h). The kernel comes
-// last because its template arguments contain commas.
-#ifdef __CUDACC__
-#define GK_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
-#else
-#define GK_LAUNCH(grid, block, smem, stream, ...) ::gk::emu::config(grid, block, smem, stream)(__VA_ARGS__)
-#endif
 
 // GK_DYNAMIC_SHARED(T, name); in a kernel: `T* name`, the launch's dynamic shared memory (GK_LAUNCH's
 // smem bytes, 16-byte aligned).
@@ -251,3 +243,5 @@ class StreamBuffer {
 
 }  // namespace cu
 }  // namespace gk
+
+#include "cuda/launch_limits.cuh"  // after check(): its launcher uses it

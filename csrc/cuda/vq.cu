@@ -251,10 +251,10 @@ void run(const VQArgs& p, int device, cudaStream_t st) {
   A* pb = er + nk;
   int* pi = reinterpret_cast<int*>(ws.as<char>() + off_pi);
 
-  GK_LAUNCH(unsigned(ceil_div<std::int64_t>(K, kWarps)), kThreads, 0, st, prep_kernel<T, COS>)(e, en, er, K, D, eps);
-  GK_LAUNCH(dim3(unsigned(m_blocks), unsigned(splits)), kThreads, 0, st, search_kernel<T, COS>)(
+  GK_LAUNCH(ceil_div<std::int64_t>(K, kWarps), kThreads, 0, st, prep_kernel<T, COS>)(e, en, er, K, D, eps);
+  GK_LAUNCH(Extent3(m_blocks, splits), kThreads, 0, st, search_kernel<T, COS>)(
       z, e, en, er, pb, pi, M, K, D, k_per_split, eps);
-  GK_LAUNCH(unsigned(ceil_div<std::int64_t>(M, kWarps)), kThreads, 0, st, finalize_kernel<T, COS>)(
+  GK_LAUNCH(ceil_div<std::int64_t>(M, kWarps), kThreads, 0, st, finalize_kernel<T, COS>)(
       z, e, er, pb, pi, p.index, static_cast<A*>(p.min_dist), M, D, int(splits), eps);
   check(cudaGetLastError(), "vq_nearest launch");
 }

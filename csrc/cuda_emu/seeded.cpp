@@ -109,7 +109,8 @@ void seeded_kernel(const std::string& name, std::uintptr_t out_p, std::uintptr_t
       cu::check(cudaFuncSetAttribute(noop_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(arg(7))),
                 "cudaFuncSetAttribute");
     const dim3 grid(unsigned(arg(0)), unsigned(arg(1)), unsigned(arg(2))), block(unsigned(arg(3)), unsigned(arg(4)), unsigned(arg(5)));
-    GK_LAUNCH(grid, block, std::size_t(arg(6)), nullptr, noop_kernel)(out);
+    // the emulator's own launch checks, not GK_LAUNCH's (csrc/cuda/launch_limits.cuh refuses first)
+    ::gk::emu::config(grid, block, std::size_t(arg(6)), nullptr)(noop_kernel)(out);
   } else if (name == "warp") {  // n: variant
     GK_LAUNCH(1, 32, 0, nullptr, warp_kernel)(out, int(arg(0)));
   } else if (name == "float4") {  // n: threads, offset (floats)
