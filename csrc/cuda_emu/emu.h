@@ -10,8 +10,9 @@
 //     every float type, -1 in integers) before each block: a read before a write shows
 //   - warp-synchronous ops (__shfl*_sync, __ballot_sync, __any/__all_sync, __syncwarp) honour their
 //     mask: a lane outside the mask, a lane of the mask that leaves the kernel or never arrives, lanes
-//     that disagree on the mask, or a shuffle from a lane outside the mask is an error; so is a
-//     deadlock (every running thread waits, at barriers that cannot complete)
+//     that disagree on the mask (divergent lanes may use disjoint masks at the same time), or a shuffle
+//     from a lane outside the mask is an error; so is a deadlock (every running thread waits, at
+//     barriers that cannot complete)
 //   - blocks run in descending order (a kernel that depends on block order shows), and with
 //     GK_EMU_WORKERS=N > 1, on N groups of threads at once for kernels without static __shared__
 //     memory (decided after the first block: its shared memory must still hold the fill)
@@ -94,12 +95,18 @@ struct LaunchState {
 };
 struct Aborted {};  // unwinds an emulated thread after a failure
 
+// A warp op in progress: the lanes of `mask` that have reached it. Divergent lanes may run ops with
+// disjoint masks at the same time; overlapping masks are an error.
+struct WarpOp {
+  unsigned mask, arrived;
+  const char* op;
+};
+
 struct Warp {
   std::condition_variable cv;
-  unsigned exists = 0, live = 0;   // lanes with a thread / still in the kernel
-  unsigned pending = 0, arrived = 0;  // mask of the op in progress, lanes that reached it
-  const char* op = "";
-  unsigned long long gen = 0;
+  unsigned exists = 0, live = 0;  // lanes with a thread / still in the kernel
+  unsigned waiting = 0;           // lanes waiting in an op of `ops`
+  std::vector<WarpOp> ops;
   alignas(16) unsigned char slot[32][16];
 };
 
@@ -157,19 +164,17 @@ void wait(Block& B, std::unique_lock<std::mutex>& lk, std::condition_variable& c
   std::string m = "deadlock: every thread still in the kernel waits, at barriers that cannot complete (";
   m += std::to_string(B.arrived) + " at __syncthreads";
   for (std::size_t i = 0; i < B.warps.size(); ++i) {
-    const Warp& w = *B.warps[i];
-    if (w.arrived)
-      m += "; warp " + std::to_string(i) + ": lanes " + hex(w.arrived) + " in " + w.op + " with mask " + hex(w.pending);
+    for (const WarpOp& o : B.warps[i]->ops)
+      m += "; warp " + std::to_string(i) + ": lanes " + hex(o.arrived) + " in " + o.op + " with mask " + hex(o.mask);
   }
   fail(B, m + ")");
 }
 
-// The caller has arrived at a barrier that did not complete: wait for generation `gen` to move on.
-template <class Gen>
-void block_until(Block& B, std::unique_lock<std::mutex>& lk, std::condition_variable& cv, const Gen& gen) {
-  const unsigned long long g = gen;
+// The caller has arrived at a barrier that did not complete: wait until released().
+template <class Released>
+void block_until(Block& B, std::unique_lock<std::mutex>& lk, std::condition_variable& cv, Released released) {
   if (++B.waiting == B.live) deadlock(B);
-  wait(B, lk, cv, [&] { return gen != g; });
+  wait(B, lk, cv, released);
 }
 
 inline void complete_block_barrier(Block& B) {
@@ -184,7 +189,8 @@ inline void syncthreads() {
   std::unique_lock<std::mutex> lk(B.mu);
   if (B.launch->failed) throw Aborted{};
   if (++B.arrived == B.live) return complete_block_barrier(B);
-  block_until(B, lk, B.cv, B.gen);
+  const unsigned long long g = B.gen;
+  block_until(B, lk, B.cv, [&] { return B.gen != g; });
 }
 
 // Arrival of the calling lane at warp op `op` with `mask`; returns when every lane of the mask is there.
@@ -199,22 +205,23 @@ inline void warp_arrive(unsigned mask, const char* op) {
     fail(B, std::string(op) + " with mask " + hex(mask) + ": lanes " + hex(mask & ~w.exists) + " have no thread in the block");
   if (mask & ~w.live)
     fail(B, std::string(op) + " with mask " + hex(mask) + ": lanes " + hex(mask & ~w.live) + " have left the kernel");
-  if (!w.arrived) {
-    w.pending = mask;
-    w.op = op;
-  } else if (mask != w.pending || std::strcmp(op, w.op) != 0) {
-    fail(B, std::string(op) + " with mask " + hex(mask) + " while lanes " + hex(w.arrived) + " wait in " + w.op +
-                " with mask " + hex(w.pending) + " (every lane of a mask must make the same call)");
+  auto it = std::find_if(w.ops.begin(), w.ops.end(), [&](const WarpOp& o) { return (o.mask & mask) != 0; });
+  if (it == w.ops.end()) {
+    it = w.ops.insert(w.ops.end(), WarpOp{mask, 0, op});
+  } else if (mask != it->mask || std::strcmp(op, it->op) != 0) {
+    fail(B, std::string(op) + " with mask " + hex(mask) + " while lanes " + hex(it->arrived) + " wait in " + it->op +
+                " with mask " + hex(it->mask) + " (every lane of a mask must make the same call)");
   }
-  w.arrived |= bit;
-  if (w.arrived == w.pending) {
-    B.waiting -= __builtin_popcount(w.pending) - 1;
-    w.arrived = w.pending = 0;
-    ++w.gen;
+  it->arrived |= bit;
+  if (it->arrived == it->mask) {
+    B.waiting -= __builtin_popcount(mask) - 1;
+    w.waiting &= ~mask;
+    w.ops.erase(it);
     w.cv.notify_all();
     return;
   }
-  block_until(B, lk, w.cv, w.gen);
+  w.waiting |= bit;
+  block_until(B, lk, w.cv, [&] { return !(w.waiting & bit); });
 }
 
 // Every lane of `mask` publishes v; read(slots) then runs in each of them before any slot is reused.
@@ -291,8 +298,9 @@ inline void leave() {
   if (B.launch->failed) throw Aborted{};
   --B.live;
   w.live &= ~bit;
-  if (w.pending & bit)
-    fail(B, "left the kernel while lanes " + hex(w.arrived) + " wait for it in " + w.op + " with mask " + hex(w.pending) +
+  for (const WarpOp& o : w.ops)
+    if (o.mask & bit)
+      fail(B, "left the kernel while lanes " + hex(o.arrived) + " wait for it in " + o.op + " with mask " + hex(o.mask) +
                 " (a lane of the mask that does not take part)");
   if (B.arrived && B.arrived == B.live) complete_block_barrier(B);
   else if (B.live && B.waiting == B.live) deadlock(B);
@@ -385,7 +393,8 @@ inline void run_worker(LaunchState& L, const Order& order, std::atomic<std::uint
     B.waiting = B.arrived = 0;
     for (auto& w : B.warps) {
       w->live = w->exists;
-      w->pending = w->arrived = 0;
+      w->waiting = 0;
+      w->ops.clear();
     }
     std::memset(B.dyn.get(), kFill, smem);
     if (fill_static) fill_static_shared();

@@ -67,6 +67,14 @@ __global__ void warp_kernel(float* out, int variant) {
       if (lane < 16) v += __shfl_xor_sync(0xffffffffu, v, 1);
       else __syncthreads();
       break;
+    case 7:  // each half of the warp with its own mask, at the same time: correct divergent use
+      if (lane < 16) v += __shfl_xor_sync(0x0000ffffu, v, 1);
+      else v += __shfl_xor_sync(0xffff0000u, v, 2);
+      break;
+    case 8:  // BUG: the halves' masks overlap (lanes 8-15 are in both)
+      if (lane < 16) v += __shfl_xor_sync(0x0000ffffu, v, 1);
+      else v += __shfl_xor_sync(0xffffff00u, v, 2);
+      break;
     default:
       break;
   }
