@@ -10,6 +10,10 @@ Environment:
                             default: on when nvcc (hence the toolkit headers) is found
   GENKERNELS_BUILD_DIR      CMake binary dir (default build/cmake-<python tag>), reused between builds
   GENKERNELS_JOBS           parallel compile jobs
+  GENKERNELS_ISAS           CPU instruction sets to build, e.g. "avx2" (default: all of avx512;avx2;base)
+  GENKERNELS_SANITIZE       e.g. "address,undefined": _C and _C_cuemu built with -fsanitize= (no _C_cuda) in
+                            their own build dir, written to build/sanitize-<tag>/genkernels/ instead of the
+                            package, so they never replace the normal modules (scripts/sanitize.sh runs them)
 """
 import os
 import shutil
@@ -49,19 +53,27 @@ class CMakeBuild(build_ext):
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         tag = sysconfig.get_config_var("SOABI") or f"py{sys.version_info[0]}{sys.version_info[1]}"
         build_dir = Path(os.environ.get("GENKERNELS_BUILD_DIR", ROOT / "build" / f"cmake-{tag}"))
+        sanitize = _sanitize()
+        if sanitize:
+            out_dir = ROOT / "build" / f"sanitize-{tag}" / "genkernels"
+            build_dir = Path(os.environ.get("GENKERNELS_BUILD_DIR", ROOT / "build" / f"cmake-sanitize-{tag}"))
         build_dir.mkdir(parents=True, exist_ok=True)
 
         want_cuda = os.environ.get("GENKERNELS_CUDA", "auto").lower()
         nvcc = _find_nvcc()
         if want_cuda in ("1", "on", "true", "yes") and nvcc is None:
             raise RuntimeError("GENKERNELS_CUDA=1 but nvcc was not found (set CUDACXX, CUDA_HOME or PATH)")
-        cuda = want_cuda not in ("0", "off", "false", "no") and nvcc is not None
+        # the sanitizers instrument host code only: no _C_cuda in a sanitizer build
+        cuda = want_cuda not in ("0", "off", "false", "no") and nvcc is not None and not sanitize
 
         cfg = [
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
-            "-DCMAKE_BUILD_TYPE=Release",
+            # RelWithDebInfo: pybind11 does not strip the module (stack traces keep their names)
+            f"-DCMAKE_BUILD_TYPE={'RelWithDebInfo' if sanitize else 'Release'}",
+            f"-DGENKERNELS_SANITIZE={sanitize}",
+            f"-DGENKERNELS_ISAS={os.environ.get('GENKERNELS_ISAS', '')}",
             f"-DGENKERNELS_CUDA={'ON' if cuda else 'OFF'}",
             f"-DGENKERNELS_CUDA_ARCHS={os.environ.get('GENKERNELS_CUDA_ARCHS', '80;86;89;90')}",
         ]
@@ -70,11 +82,22 @@ class CMakeBuild(build_ext):
         if cuda:
             cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
         cfg.append(f"-DGENKERNELS_CUDA_EMU={'ON' if _want_emu() else 'OFF'}")
+        if sanitize:
+            cfg.append("-DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF")  # pybind11's LTO: slower, nothing gained
         if shutil.which("ninja") or _pip_ninja():
             cfg += ["-G", "Ninja"]
         subprocess.check_call(["cmake", str(ROOT)] + cfg, cwd=build_dir)
         jobs = os.environ.get("GENKERNELS_JOBS", str(os.cpu_count() or 2))
         subprocess.check_call(["cmake", "--build", ".", "--parallel", jobs], cwd=build_dir)
+
+    def copy_extensions_to_source(self):
+        # a sanitizer build is written to its own directory (build_extension), never into the package
+        if not _sanitize():
+            super().copy_extensions_to_source()
+
+
+def _sanitize():
+    return os.environ.get("GENKERNELS_SANITIZE", "")
 
 
 def _want_emu():
@@ -97,7 +120,8 @@ def _pip_ninja():
 
 
 exts = [CMakeExtension("genkernels._C")]
-if os.environ.get("GENKERNELS_CUDA", "auto").lower() not in ("0", "off", "false", "no") and _find_nvcc():
+if (os.environ.get("GENKERNELS_CUDA", "auto").lower() not in ("0", "off", "false", "no") and _find_nvcc()
+        and not _sanitize()):
     exts.append(CMakeExtension("genkernels._C_cuda"))
 if _want_emu():
     exts.append(CMakeExtension("genkernels._C_cuemu"))
