@@ -1,13 +1,26 @@
 """Group statistics that survive outliers: a border pixel far from the rest (ordinary in conv nets) must
 not cost the statistics their precision, in either layout, on any path (channels-first rows, small
-instance-norm rows, channels-last chunks). Compared with the float64 reference of the same input."""
+instance-norm rows, channels-last chunks). Compared with the float64 reference of the same input.
+
+The first tests size their maps for the cpu kernels' blocks. The GPU backends (triton through its
+interpreter, cuda through the emulator _C_cuemu) run tiny maps with their plans shrunk so that each
+statistic still crosses every split the kernels use: several tiles per program and several programs
+per channel (triton), several per-thread blocks, warps / rows of threads and chunks per channel (cuda).
+"""
 import pytest
 import torch
 
 import genkernels as gk
-from conftest import compiled_backends
+from genkernels import _native
+from genkernels.ops import _norm
+from genkernels.triton import group_norm as triton_gn
+from conftest import assert_close, compiled_backends
+from test_cuda_emulated import emulated  # noqa: F401 (the fixture)
 
-BACKENDS = [b for b in compiled_backends("cpu")]
+BACKENDS = [b for b in compiled_backends("cpu") if b != "triton"]  # (triton: the tiny maps below)
+_NO_EMU = pytest.mark.skipif(_native.load("_C_cuemu") is None,
+                             reason=f"genkernels._C_cuemu not built ({_native.load_error('_C_cuemu')})")
+GPU_BACKENDS = [b for b in compiled_backends("cpu") if b == "triton"] + [pytest.param("cuda", marks=_NO_EMU)]
 
 
 def ref64(x, G, act, **kw):
@@ -67,3 +80,83 @@ def test_outliers_with_large_mean_channels_last(backend):
     x[:, :, 20, 3] = 5000
     check(backend, x.contiguous(memory_format=torch.channels_last), 4, atol=2e-4)
     check(backend, x, 4, atol=2e-4)
+
+
+# ------------------------------------------------------------------ GPU backends on tiny, split maps
+# The map of each backend: the smallest that still splits its statistics (triton, with the plan shrunk
+# below: 3-8 tiles per program and 2-6 programs per channel; cuda with 2 emulated SMs: 2-10 chunks per
+# channel, several per-thread blocks and warps or rows of threads in each).
+MAP = {"triton": (16, 24), "cuda": (32, 40)}
+
+
+@pytest.fixture
+def gpu_backend(request, monkeypatch):
+    """The backend under test (triton through the interpreter, cuda through the emulator)."""
+    name = request.param
+    if name == "cuda":
+        monkeypatch.setenv("GK_EMU_SM_COUNT", "2")
+        return request.getfixturevalue("emulated")
+    monkeypatch.setattr(triton_gn, "_MAX_BLOCK_HW", 64)
+    monkeypatch.setattr(triton_gn, "_TILE", 256)
+    monkeypatch.setattr(triton_gn, "_TARGET_PROGRAMS", 4)
+    return name
+
+
+# The spread of the large-mean data: a few units in the last place of 1e4 in the input type, so that
+# 16-bit inputs are not mostly ties.
+SPREAD = {torch.float32: 1.0, torch.float16: 16.0, torch.bfloat16: 128.0}
+
+
+def tiny_input(backend, case, C, dtype, cl, seed=0):
+    H, W = MAP[backend]
+    x = torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if case == "first":       # the issue's border pixel
+        x[:, :, 0, 0] = 100
+    elif case == "first_1e4":
+        x[:, :, 0, 0] = 1e4
+    elif case == "middle":
+        x[:, ::3, H // 2, W // 3] = 1e4
+    else:                     # large mean
+        x = x * SPREAD[dtype] + 1e4
+    x = x.to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if cl else x
+
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+# (case, G, act, dtype): every case in float32, the 16-bit types on a few (their tolerance is looser)
+GPU_CASES = [("first", 32, "silu", F32), ("first_1e4", 1, None, F32), ("middle", 1, None, F32),
+             ("middle", 32, "silu", F32), ("mean", 1, None, F32),
+             ("first_1e4", 1, None, F16), ("mean", 1, None, F16),
+             ("middle", 1, None, BF16), ("mean", 1, None, BF16)]
+
+
+@pytest.mark.parametrize("gpu_backend", GPU_BACKENDS, indirect=True)
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case,G,act,dtype", GPU_CASES, ids=lambda v: str(v).replace("torch.", ""))
+def test_gpu_backends_outliers(gpu_backend, cl, case, G, act, dtype):
+    C = 8 if G == 1 else 32
+    x = tiny_input(gpu_backend, case, C, dtype, cl)
+    y, mean, rstd = _norm.norm_forward(gpu_backend, x, G, None, None, None, None, 1e-5, act == "silu", False)
+    y64, m64, r64 = _norm.reference_forward(x.double(), G, None, None, None, None, 1e-5, act == "silu", False)
+    what = f"{gpu_backend} {case} G={G} {dtype} cl={cl}"
+    assert_close(y, y64, dtype, what=f"y {what}")
+    # statistics to a few float32 units (of the standard deviation for the mean)
+    torch.testing.assert_close(mean.double(), m64, rtol=2e-7, atol=1e-6 / r64.min().item(),
+                               msg=lambda m: f"mean {what}: {m}")
+    torch.testing.assert_close(rstd.double(), r64, rtol=1e-6, atol=0, msg=lambda m: f"rstd {what}: {m}")
+
+
+@pytest.mark.parametrize("gpu_backend", GPU_BACKENDS, indirect=True)
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "channels_last"])
+def test_gpu_backends_outlier_backward(gpu_backend, cl):
+    """The backward reuses the forward's mean and rstd: gradients with an outlier at the first pixel."""
+    x = tiny_input(gpu_backend, "first", 16, torch.float32, cl).requires_grad_()
+    w = (1 + 0.5 * torch.randn(16, generator=torch.Generator().manual_seed(1))).requires_grad_()
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    with gk.use_backend(gpu_backend):
+        got = torch.autograd.grad(gk.group_norm_silu(x, 8, w), [x, w], dy)
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    want = torch.autograd.grad(gk.group_norm_silu_reference(x64, 8, w64), [x64, w64], dy.double())
+    for name, a, b in zip(["dx", "dw"], got, want):
+        # dw: sums over the map's positions
+        assert_close(a, b, torch.float32, scale=1.0 if name == "dx" else 10.0, what=f"{gpu_backend} {name}")

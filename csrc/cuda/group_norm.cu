@@ -2,14 +2,19 @@
 // Semantics and argument order: csrc/common/norm_args.h; CPU twin: csrc/cpu/kernels/group_norm.cpp.
 //
 // Three launches per direction, all deterministic (fixed reduction order, no atomics):
-//   1. stats:    per (n, chunk, channel) partial sums into a stream-ordered scratch buffer
-//                  forward:  sum(x - K), sum((x - K)^2) with K = the channel's first element (shifted
-//                            sums: exact for large means; chunks of a channel share K, so they add up)
+//   1. stats:    per (n, chunk, channel) partial statistics into a stream-ordered scratch buffer
+//                  forward:  Stat (count, mean = base + mu, M2): each thread takes the values of one
+//                            loop iteration from registers in two passes (block mean, then squared
+//                            deviations around it) and merges blocks with Chan's formula, then the
+//                            threads' Stats are merged the same way (warp shuffles / shared memory).
+//                            No fixed shift: an outlier anywhere (the first pixel included) costs
+//                            nothing, and base (a block mean) keeps mu small for large means.
 //                  backward: sum(dz), sum(dz * xhat), dz recomputed from x
-//   2. finalize: one block per (n, group): adds the chunks of each channel and merges the channels
-//                with Chan's formula -> mean/rstd (forward); sum_dz/sum_dz_xhat and the group means
+//   2. finalize: one block per (n, group): merges the chunks' Stats with Chan's formula -> mean/rstd
+//                and the group's (base, mu) (forward); sum_dz/sum_dz_xhat and the group means
 //                of gamma*dz and gamma*dz*xhat (backward)
-//   3. apply:    y = act(z) (forward) / dx (backward), elementwise with per-channel coefficients
+//   3. apply:    y = act(z) (forward, x - mean as (x - base) - mu: exact where the rounded mean is not)
+//                / dx (backward), elementwise with per-channel coefficients
 // x is read twice per direction (the second read usually hits L2), dy twice, y/dx written once.
 //
 // Channels-first [N, C, HW]: a warp owns a "piece", a contiguous span of one channel row; rows longer
@@ -30,6 +35,8 @@ using namespace cu;
 enum Mode : int { kFwdStats = 0, kFwdApply = 1, kBwdStats = 2, kBwdApply = 3 };
 constexpr bool is_stats(int m) { return m == kFwdStats || m == kBwdStats; }
 constexpr bool is_bwd(int m) { return m >= kBwdStats; }
+// Values per (n, chunk, channel) partial: forward (base, mu, M2), backward (sum dz, sum dz xhat).
+constexpr int part_width(bool bwd) { return bwd ? 2 : 3; }
 
 constexpr int kThreads = 256;           // threads per block of the streaming kernels
 constexpr int kWarps = kThreads / 32;
@@ -46,7 +53,8 @@ struct Args {
   T* out;        // y (forward) or dx (backward)
   const A *w, *b, *scale, *shift;  // null = absent
   A *mean, *rstd;                  // [N, G]: written by the forward's finalize, read otherwise
-  A* part;                         // [N, chunks, C, 2] partial sums
+  A* part;                         // [N, chunks, C, part_width] partial statistics
+  A* piv;                          // [N, G, 2] forward: the group mean as base + mu
   A* gm;                           // [N, G, 2] backward: mean_g(gamma dz), mean_g(gamma dz xhat)
   A *sum_dz, *sum_dzx;             // [N, C] backward outputs
   std::int64_t N, C, HW, G, Cg;
@@ -57,13 +65,71 @@ struct Args {
   bool silu, one_plus_scale;
 };
 
-// Per-channel constants of one pass (meaning depends on the mode):
-//   kFwdStats: m = shift K.   kFwdApply: z = (x - m) * a + bb.
-//   kBwdStats: z as above, c1 = rstd.   kBwdApply: z as above, dx = c1 * dz - c2 - (x - m) * c3.
+// Per-channel constants of one pass (meaning depends on the mode; kFwdStats needs none):
+//   kFwdApply: z = ((x - m) - mu) * a + bb with m + mu the mean.
+//   kBwdStats: z = (x - m) * a + bb, c1 = rstd.   kBwdApply: z as kBwdStats, dx = c1 * dz - c2 - (x - m) * c3.
 template <class A>
 struct Coef {
-  A m, a, bb, c1, c2, c3;
+  A m, mu, a, bb, c1, c2, c3;
 };
+
+// Count, mean = base + mu, and M2 (sum of squared deviations from the mean). base is a block mean of
+// the data, so mu is small (and exact) even where the mean is large.
+template <class A>
+struct Stat {
+  A n, base, mu, m2;
+};
+
+// Chan et al.'s merge; keeps a's base (a fixed order of merges keeps the result deterministic).
+template <class A>
+__device__ __forceinline__ Stat<A> merge_stat(const Stat<A>& a, const Stat<A>& b) {
+  if (b.n == A(0)) return a;
+  if (a.n == A(0)) return b;
+  const A n = a.n + b.n, fb = b.n / n, d = (b.base - a.base) + (b.mu - a.mu);
+  return {n, a.base, a.mu + d * fb, a.m2 + b.m2 + d * d * a.n * fb};
+}
+
+// Two-pass statistics of the first cnt values of v (one thread's registers): the block mean mb, then
+// the deviations around it. Their sum corrects mb's rounding (mu; it matters for large means) and
+// M2 = sum (v - mb)^2 - cnt mu^2.
+template <class A, int M>
+__device__ __forceinline__ Stat<A> block_stat(const A (&v)[M], int cnt) {
+  if (cnt <= 0) return {A(0), A(0), A(0), A(0)};
+  A s = A(0);
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+    if (i < cnt) s += v[i];
+  const A mb = s / A(cnt);
+  A s1 = A(0), q = A(0);
+#pragma unroll
+  for (int i = 0; i < M; ++i) {
+    if (i < cnt) {
+      const A d = v[i] - mb;
+      s1 += d;
+      q += d * d;
+    }
+  }
+  const A mu = s1 / A(cnt), m2 = q - s1 * mu;
+  return {A(cnt), mb, mu, m2 > A(0) ? m2 : A(0)};
+}
+
+// Merge over the 32 lanes of a warp; every lane ends with the same Stat (the lower lane of each pair
+// goes first on both sides).
+template <class A>
+__device__ __forceinline__ Stat<A> warp_merge(Stat<A> s) {
+  const int lane = threadIdx.x & 31;
+  for (int o = 16; o > 0; o >>= 1) {
+    const Stat<A> t{__shfl_xor_sync(0xffffffffu, s.n, o), __shfl_xor_sync(0xffffffffu, s.base, o),
+                    __shfl_xor_sync(0xffffffffu, s.mu, o), __shfl_xor_sync(0xffffffffu, s.m2, o)};
+    s = (lane & o) ? merge_stat(t, s) : merge_stat(s, t);
+  }
+  return s;
+}
+
+// Elements (channels-first) or rows (channels-last) of chunk k.
+__device__ __forceinline__ std::int64_t chunk_count(std::int64_t HW, std::int64_t len, std::int64_t k) {
+  return (HW - k * len < len) ? HW - k * len : len;
+}
 
 template <class T>
 __device__ __forceinline__ acc_t<T> film_scale(const Args<T>& p, std::int64_t nc) {
@@ -75,15 +141,18 @@ __device__ __forceinline__ acc_t<T> film_scale(const Args<T>& p, std::int64_t nc
 template <class T, int MODE, bool CL>
 __device__ __forceinline__ Coef<acc_t<T>> make_coef(const Args<T>& p, std::int64_t n, std::int64_t c) {
   using A = acc_t<T>;
-  Coef<A> k{A(0), A(0), A(0), A(0), A(0), A(0)};
-  if constexpr (MODE == kFwdStats) {
-    k.m = to_acc(p.x[CL ? n * p.HW * p.C + c : (n * p.C + c) * p.HW]);
-  } else {
+  Coef<A> k{A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
+  if constexpr (MODE != kFwdStats) {
     const std::int64_t ng = n * p.G + c / p.Cg, nc = n * p.C + c;
     const A r = p.rstd[ng], s = film_scale(p, nc);
     const A w = p.w ? p.w[c] : A(1), b = p.b ? p.b[c] : A(0);
     const A gamma = w * s;
-    k.m = p.mean[ng];
+    if constexpr (MODE == kFwdApply) {
+      k.m = p.piv[2 * ng];
+      k.mu = p.piv[2 * ng + 1];
+    } else {
+      k.m = p.mean[ng];
+    }
     k.a = r * gamma;
     k.bb = b * s + (p.shift ? p.shift[nc] : A(0));
     if constexpr (MODE == kBwdStats) k.c1 = r;
@@ -109,16 +178,12 @@ __device__ __forceinline__ A act_grad(A z, bool silu) {
   return s * (A(1) + z * (A(1) - s));
 }
 
-// One element: accumulates (s1, s2) in the stats modes, returns the output value in the apply modes.
+// One element (not kFwdStats): accumulates (s1, s2) in kBwdStats, returns the output value in the
+// apply modes.
 template <class T, int MODE, class A>
 __device__ __forceinline__ A elem(const Coef<A>& k, A xv, A dyv, A& s1, A& s2, bool silu) {
-  if constexpr (MODE == kFwdStats) {
-    const A d = xv - k.m;
-    s1 += d;
-    s2 += d * d;
-    return A(0);
-  } else if constexpr (MODE == kFwdApply) {
-    return act<T>((xv - k.m) * k.a + k.bb, silu);
+  if constexpr (MODE == kFwdApply) {
+    return act<T>(((xv - k.m) - k.mu) * k.a + k.bb, silu);
   } else {
     const A u = xv - k.m;
     const A dz = dyv * act_grad<T>(u * k.a + k.bb, silu);
@@ -144,12 +209,13 @@ __global__ void __launch_bounds__(kThreads, 2) cf_kernel(const Args<T> p) {
   const std::int64_t row = piece / p.chunks, k = piece - row * p.chunks;
   const std::int64_t n = row / p.C, c = row - n * p.C;
   const std::int64_t beg = k * p.len;
-  const std::int64_t cnt = (p.HW - beg < p.len) ? p.HW - beg : p.len;
+  const std::int64_t cnt = chunk_count(p.HW, p.len, k);
   const std::int64_t base = row * p.HW + beg;
   const std::int64_t nvec = cnt / V;
   const Coef<A> kc = make_coef<T, MODE, false>(p, n, c);
   constexpr int kU = unroll_of(MODE);
   A s1 = A(0), s2 = A(0);
+  Stat<A> st{A(0), A(0), A(0), A(0)};
   for (std::int64_t j0 = lane; j0 < nvec; j0 += 32 * kU) {
     Vec<T, V> xv[kU], dv[kU];
 #pragma unroll
@@ -160,28 +226,48 @@ __global__ void __launch_bounds__(kThreads, 2) cf_kernel(const Args<T> p) {
         if constexpr (is_bwd(MODE)) dv[u] = load_vec<T, V>(p.dy + base + j * V);
       }
     }
+    if constexpr (MODE == kFwdStats) {  // this iteration's vectors are a block of the chunk
+      A v[kU * V];
+      int nv = 0;  // valid vectors: a prefix of u
 #pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const std::int64_t j = j0 + 32 * u;
-      if (j < nvec) {
-        Vec<T, V> o;
+      for (int u = 0; u < kU; ++u) {
+        const bool ok = j0 + 32 * u < nvec;
+        nv += ok;
 #pragma unroll
-        for (int e = 0; e < V; ++e) {
-          A dyv = A(0);
-          if constexpr (is_bwd(MODE)) dyv = to_acc(dv[u].v[e]);
-          const A r = elem<T, MODE>(kc, to_acc(xv[u].v[e]), dyv, s1, s2, p.silu);
-          if constexpr (!is_stats(MODE)) o.v[e] = from_acc<T>(r);
+        for (int e = 0; e < V; ++e) v[u * V + e] = ok ? to_acc(xv[u].v[e]) : A(0);
+      }
+      st = merge_stat(st, block_stat(v, nv * V));
+    } else {
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const std::int64_t j = j0 + 32 * u;
+        if (j < nvec) {
+          Vec<T, V> o;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            A dyv = A(0);
+            if constexpr (is_bwd(MODE)) dyv = to_acc(dv[u].v[e]);
+            const A r = elem<T, MODE>(kc, to_acc(xv[u].v[e]), dyv, s1, s2, p.silu);
+            if constexpr (!is_stats(MODE)) o.v[e] = from_acc<T>(r);
+          }
+          if constexpr (!is_stats(MODE)) store_vec<T, V>(p.out + base + j * V, o);
         }
-        if constexpr (!is_stats(MODE)) store_vec<T, V>(p.out + base + j * V, o);
       }
     }
   }
-  if constexpr (is_stats(MODE)) {
-    s1 = group_sum(s1);
-    s2 = group_sum(s2);
-    if constexpr (MODE == kBwdStats) s2 *= kc.c1;
+  if constexpr (MODE == kFwdStats) {
+    st = warp_merge(st);
     if (lane == 0) {
-      A* q = p.part + ((n * p.chunks + k) * p.C + c) * 2;
+      A* q = p.part + ((n * p.chunks + k) * p.C + c) * part_width(false);
+      q[0] = st.base;
+      q[1] = st.mu;
+      q[2] = st.m2;
+    }
+  } else if constexpr (MODE == kBwdStats) {
+    s1 = group_sum(s1);
+    s2 = group_sum(s2) * kc.c1;
+    if (lane == 0) {
+      A* q = p.part + ((n * p.chunks + k) * p.C + c) * part_width(true);
       q[0] = s1;
       q[1] = s2;
     }
@@ -207,10 +293,12 @@ __global__ void __launch_bounds__(kThreads, 2) cl_kernel(const Args<T> p) {
 
   Coef<A> kc[V];
   A s1[V], s2[V];
+  Stat<A> st[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) {
     s1[e] = s2[e] = A(0);
-    kc[e] = valid ? make_coef<T, MODE, true>(p, n, c0 + e) : Coef<A>{A(0), A(0), A(0), A(0), A(0), A(0)};
+    st[e] = Stat<A>{A(0), A(0), A(0), A(0)};
+    kc[e] = valid ? make_coef<T, MODE, true>(p, n, c0 + e) : Coef<A>{A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
   }
   if (valid) {
     const std::int64_t off0 = n * p.HW * p.C + c0;
@@ -225,25 +313,61 @@ __global__ void __launch_bounds__(kThreads, 2) cl_kernel(const Args<T> p) {
           if constexpr (is_bwd(MODE)) dv[u] = load_vec<T, V>(p.dy + off0 + rr * p.C);
         }
       }
+      if constexpr (MODE == kFwdStats) {  // this iteration's rows are a block of each channel
+        int nr = 0;  // valid rows: a prefix of u
 #pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const std::int64_t rr = r + std::int64_t(p.ty) * u;
-        if (rr < r1) {
-          Vec<T, V> o;
+        for (int u = 0; u < kU; ++u) nr += (r + std::int64_t(p.ty) * u < r1);
 #pragma unroll
-          for (int e = 0; e < V; ++e) {
-            A dyv = A(0);
-            if constexpr (is_bwd(MODE)) dyv = to_acc(dv[u].v[e]);
-            const A res = elem<T, MODE>(kc[e], to_acc(xv[u].v[e]), dyv, s1[e], s2[e], p.silu);
-            if constexpr (!is_stats(MODE)) o.v[e] = from_acc<T>(res);
+        for (int e = 0; e < V; ++e) {
+          A v[kU];
+#pragma unroll
+          for (int u = 0; u < kU; ++u) v[u] = u < nr ? to_acc(xv[u].v[e]) : A(0);
+          st[e] = merge_stat(st[e], block_stat(v, nr));
+        }
+      } else {
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const std::int64_t rr = r + std::int64_t(p.ty) * u;
+          if (rr < r1) {
+            Vec<T, V> o;
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+              A dyv = A(0);
+              if constexpr (is_bwd(MODE)) dyv = to_acc(dv[u].v[e]);
+              const A res = elem<T, MODE>(kc[e], to_acc(xv[u].v[e]), dyv, s1[e], s2[e], p.silu);
+              if constexpr (!is_stats(MODE)) o.v[e] = from_acc<T>(res);
+            }
+            if constexpr (!is_stats(MODE)) store_vec<T, V>(p.out + off0 + rr * p.C, o);
           }
-          if constexpr (!is_stats(MODE)) store_vec<T, V>(p.out + off0 + rr * p.C, o);
         }
       }
     }
   }
-  if constexpr (is_stats(MODE)) {
-    // Tree over ty (any ty_dim): step s adds row ty + s into row ty for ty a multiple of 2s.
+  // Trees over ty (any ty_dim): step s merges row ty + s into row ty for ty a multiple of 2s.
+  if constexpr (MODE == kFwdStats) {
+    __shared__ Stat<A> ss[kThreads * V];
+    Stat<A>* mine = ss + threadIdx.x * V;
+#pragma unroll
+    for (int e = 0; e < V; ++e) mine[e] = st[e];
+    __syncthreads();
+    for (int s = 1; s < p.ty; s <<= 1) {
+      if ((ty & (2 * s - 1)) == 0 && ty + s < p.ty) {
+        const Stat<A>* other = ss + (threadIdx.x + s * p.tx) * V;
+#pragma unroll
+        for (int e = 0; e < V; ++e) mine[e] = merge_stat(mine[e], other[e]);
+      }
+      __syncthreads();
+    }
+    if (ty == 0 && valid) {
+      A* q = p.part + ((n * p.chunks + k) * p.C + c0) * part_width(false);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        q[3 * e] = mine[e].base;
+        q[3 * e + 1] = mine[e].mu;
+        q[3 * e + 2] = mine[e].m2;
+      }
+    }
+  } else if constexpr (MODE == kBwdStats) {
     __shared__ A sm[kThreads * V * 2];
     A* mine = sm + threadIdx.x * (V * 2);
 #pragma unroll
@@ -261,26 +385,56 @@ __global__ void __launch_bounds__(kThreads, 2) cl_kernel(const Args<T> p) {
       __syncthreads();
     }
     if (ty == 0 && valid) {
-      A* q = p.part + ((n * p.chunks + k) * p.C + c0) * 2;
+      A* q = p.part + ((n * p.chunks + k) * p.C + c0) * part_width(true);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         q[2 * e] = mine[2 * e];
-        q[2 * e + 1] = MODE == kBwdStats ? mine[2 * e + 1] * kc[e].c1 : mine[2 * e + 1];
+        q[2 * e + 1] = mine[2 * e + 1] * kc[e].c1;
       }
     }
   }
 }
 
 // ---------------------------------------------------------------- finalize: one block per (n, g)
-// `sw` lanes (a power of two <= 32) add up the chunks of one channel; blockDim.x / sw channels at a
-// time. blockDim.x is a power of two in [32, 256].
-template <class T, bool BWD, bool CL>
-__global__ void __launch_bounds__(kThreads) finalize_kernel(const Args<T> p, int sw) {
+// Forward: each thread merges its (channel, chunk) Stats, then a shared-memory tree merges the threads.
+// Backward: `sw` lanes (a power of two <= 32) add up the chunks of one channel; blockDim.x / sw channels
+// at a time. blockDim.x is a power of two in [32, 256].
+template <class T>
+__global__ void __launch_bounds__(kThreads) fwd_finalize_kernel(const Args<T> p) {
   using A = acc_t<T>;
-  __shared__ A sm[3 * kThreads];
+  __shared__ Stat<A> ss[kThreads];
+  const std::int64_t ng = blockIdx.x, n = ng / p.G, g = ng - n * p.G;
+  const std::int64_t pieces = p.Cg * p.chunks;  // (channel ci, chunk kk) = (i / chunks, i % chunks)
+  Stat<A> st{A(0), A(0), A(0), A(0)};
+  for (std::int64_t i = threadIdx.x; i < pieces; i += blockDim.x) {
+    const std::int64_t ci = i / p.chunks, kk = i - ci * p.chunks;
+    const A* q = p.part + ((n * p.chunks + kk) * p.C + g * p.Cg + ci) * part_width(false);
+    st = merge_stat(st, Stat<A>{A(chunk_count(p.HW, p.len, kk)), q[0], q[1], q[2]});
+  }
+  const int t = threadIdx.x;
+  ss[t] = st;
+  __syncthreads();
+  for (int s = int(blockDim.x) >> 1; s > 0; s >>= 1) {
+    if (t < s) ss[t] = merge_stat(ss[t], ss[t + s]);
+    __syncthreads();
+  }
+  if (t == 0) {
+    const Stat<A> r = ss[0];
+    const A var = r.m2 / r.n + p.eps;
+    p.mean[ng] = r.base + r.mu;
+    p.piv[2 * ng] = r.base;
+    p.piv[2 * ng + 1] = r.mu;
+    if constexpr (std::is_same<A, double>::value) p.rstd[ng] = 1.0 / sqrt(var);
+    else p.rstd[ng] = 1.0f / sqrtf(var);
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) bwd_finalize_kernel(const Args<T> p, int sw) {
+  using A = acc_t<T>;
+  __shared__ A sm[2 * kThreads];
   const std::int64_t ng = blockIdx.x, n = ng / p.G, g = ng - n * p.G;
   const int nslots = int(blockDim.x) / sw, slot = int(threadIdx.x) / sw, sub = int(threadIdx.x) % sw;
-  MeanM2<A> st{A(0), A(0), A(0)};
   A g1 = A(0), g2 = A(0);
   for (std::int64_t first = 0; first < p.Cg; first += nslots) {  // same trip count for every thread
     const std::int64_t ci = first + slot, c = g * p.Cg + ci;
@@ -288,7 +442,7 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(const Args<T> p, int
     A s1 = A(0), s2 = A(0);
     if (active) {
       for (std::int64_t kk = sub; kk < p.chunks; kk += sw) {
-        const A* q = p.part + ((n * p.chunks + kk) * p.C + c) * 2;
+        const A* q = p.part + ((n * p.chunks + kk) * p.C + c) * part_width(true);
         s1 += q[0];
         s2 += q[1];
       }
@@ -296,56 +450,29 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(const Args<T> p, int
     s1 = group_sum(s1, sw);
     s2 = group_sum(s2, sw);
     if (active && sub == 0) {
-      if constexpr (!BWD) {
-        const A K = to_acc(p.x[CL ? n * p.HW * p.C + c : (n * p.C + c) * p.HW]);
-        const A hw = A(p.HW), d = s1 / hw, m2 = s2 - s1 * d;
-        st = merge(st, MeanM2<A>{hw, K + d, m2 > A(0) ? m2 : A(0)});
-      } else {
-        const std::int64_t nc = n * p.C + c;
-        p.sum_dz[nc] = s1;
-        p.sum_dzx[nc] = s2;
-        const A gamma = (p.w ? p.w[c] : A(1)) * film_scale(p, nc);
-        g1 += gamma * s1;
-        g2 += gamma * s2;
-      }
+      const std::int64_t nc = n * p.C + c;
+      p.sum_dz[nc] = s1;
+      p.sum_dzx[nc] = s2;
+      const A gamma = (p.w ? p.w[c] : A(1)) * film_scale(p, nc);
+      g1 += gamma * s1;
+      g2 += gamma * s2;
     }
   }
   const int t = threadIdx.x;
-  if constexpr (!BWD) {
-    sm[3 * t] = st.n;
-    sm[3 * t + 1] = st.mean;
-    sm[3 * t + 2] = st.m2;
-  } else {
-    sm[2 * t] = g1;
-    sm[2 * t + 1] = g2;
-  }
+  sm[2 * t] = g1;
+  sm[2 * t + 1] = g2;
   __syncthreads();
   for (int s = int(blockDim.x) >> 1; s > 0; s >>= 1) {
     if (t < s) {
-      if constexpr (!BWD) {
-        const MeanM2<A> m = merge(MeanM2<A>{sm[3 * t], sm[3 * t + 1], sm[3 * t + 2]},
-                                  MeanM2<A>{sm[3 * (t + s)], sm[3 * (t + s) + 1], sm[3 * (t + s) + 2]});
-        sm[3 * t] = m.n;
-        sm[3 * t + 1] = m.mean;
-        sm[3 * t + 2] = m.m2;
-      } else {
-        sm[2 * t] += sm[2 * (t + s)];
-        sm[2 * t + 1] += sm[2 * (t + s) + 1];
-      }
+      sm[2 * t] += sm[2 * (t + s)];
+      sm[2 * t + 1] += sm[2 * (t + s) + 1];
     }
     __syncthreads();
   }
   if (t == 0) {
-    if constexpr (!BWD) {
-      const A var = sm[2] / sm[0] + p.eps;
-      p.mean[ng] = sm[1];
-      if constexpr (std::is_same<A, double>::value) p.rstd[ng] = 1.0 / sqrt(var);
-      else p.rstd[ng] = 1.0f / sqrtf(var);
-    } else {
-      const A inv = A(1) / A(p.Cg * p.HW);
-      p.gm[2 * ng] = sm[0] * inv;
-      p.gm[2 * ng + 1] = sm[1] * inv;
-    }
+    const A inv = A(1) / A(p.Cg * p.HW);
+    p.gm[2 * ng] = sm[0] * inv;
+    p.gm[2 * ng + 1] = sm[1] * inv;
   }
 }
 
@@ -424,10 +551,10 @@ void launch_pass(const Plan& pl, const Args<T>& p, bool cl, cudaStream_t st) {
 }
 
 template <class T, bool BWD>
-void launch_finalize(const Plan& pl, const Args<T>& p, bool cl, cudaStream_t st) {
+void launch_finalize(const Plan& pl, const Args<T>& p, cudaStream_t st) {
   const unsigned grid = unsigned(p.N * p.G);
-  if (cl) GK_LAUNCH(grid, pl.fin_threads, 0, st, finalize_kernel<T, BWD, true>)(p, pl.fin_sw);
-  else GK_LAUNCH(grid, pl.fin_threads, 0, st, finalize_kernel<T, BWD, false>)(p, pl.fin_sw);
+  if constexpr (BWD) GK_LAUNCH(grid, pl.fin_threads, 0, st, bwd_finalize_kernel<T>)(p, pl.fin_sw);
+  else GK_LAUNCH(grid, pl.fin_threads, 0, st, fwd_finalize_kernel<T>)(p);
 }
 
 void check_shape(const NormShape& s, const char* op) {
@@ -448,10 +575,12 @@ void fwd(const NormFwdArgs& a, int device, cudaStream_t st) {
   p.scale = static_cast<const A*>(a.scale); p.shift = static_cast<const A*>(a.shift);
   p.mean = static_cast<A*>(a.mean); p.rstd = static_cast<A*>(a.rstd);
   p.eps = A(a.eps);
-  StreamBuffer ws(std::size_t(s.N * pl.chunks * s.C * 2) * sizeof(A), device, st);
+  const std::size_t npart = std::size_t(s.N * pl.chunks * s.C * part_width(false));
+  StreamBuffer ws((npart + std::size_t(s.N * s.G * 2)) * sizeof(A), device, st);
   p.part = ws.as<A>();
+  p.piv = p.part + npart;
   launch_pass<T, kFwdStats>(pl, p, s.channels_last, st);
-  launch_finalize<T, false>(pl, p, s.channels_last, st);
+  launch_finalize<T, false>(pl, p, st);
   launch_pass<T, kFwdApply>(pl, p, s.channels_last, st);
   check(cudaGetLastError(), "group_norm_fwd launch");
 }
@@ -471,12 +600,12 @@ void bwd(const NormBwdArgs& a, int device, cudaStream_t st) {
   p.mean = const_cast<A*>(static_cast<const A*>(a.mean));
   p.rstd = const_cast<A*>(static_cast<const A*>(a.rstd));
   p.sum_dz = static_cast<A*>(a.sum_dz); p.sum_dzx = static_cast<A*>(a.sum_dz_xhat);
-  const std::size_t npart = std::size_t(s.N * pl.chunks * s.C * 2);
+  const std::size_t npart = std::size_t(s.N * pl.chunks * s.C * part_width(true));
   StreamBuffer ws((npart + std::size_t(s.N * s.G * 2)) * sizeof(A), device, st);
   p.part = ws.as<A>();
   p.gm = p.part + npart;
   launch_pass<T, kBwdStats>(pl, p, s.channels_last, st);
-  launch_finalize<T, true>(pl, p, s.channels_last, st);
+  launch_finalize<T, true>(pl, p, st);
   launch_pass<T, kBwdApply>(pl, p, s.channels_last, st);
   check(cudaGetLastError(), "group_norm_bwd launch");
 }

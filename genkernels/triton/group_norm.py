@@ -9,12 +9,15 @@ width (Cg = 1 for instance norm, non-powers of two such as 10 or 40) and either 
 many programs even at batch 1. A program owns one channel block of one "chunk" of ITERS consecutive
 spatial tiles of one sample.
 
-forward   1. _stats:    per (n, chunk, c) exact partial mean and M2 of x - K_c (K_c = x[n, c, 0]: a
-                        pivot that keeps float32 sums exact for large means; two-pass inside each
-                        tile, tiles merged with Chan's formula) -> workspace ws[2, N, n_chunks, C]
-          2. _fwd_fin:  grid (N*G): merges the group's partials around the group pivot P (weighted
-                        mean mu, then M2 = sum M2_k + cnt_k (mean_k - mu)^2) -> mean = P + mu, rstd
-                        [N, G], and mu [N, G] (workspace)
+forward   1. _stats:    per (n, chunk, c): the pivot K (the mean of the chunk's first tile: close to
+                        the data whatever the mean, and an outlier moves it by 1 / tile of its size,
+                        where an outlier picked as a pivot would cost every x - K its precision), then
+                        mean and M2 of x - K, two-pass inside each tile (tile mean, then squared
+                        deviations around it), tiles merged with Chan's formula
+                        -> workspace ws[3, N, n_chunks, C] (mean - K, M2, K)
+          2. _fwd_fin:  grid (N*G): merges the group's partials around the group pivot P (K of its
+                        first channel's first chunk): weighted mean mu, then M2 = sum M2_k +
+                        cnt_k (mean_k - mu)^2 -> mean = P + mu, rstd [N, G], and (P, mu) [2, N, G]
           3. _fwd_apply: same grid as 1: y = act(((x - P) - mu) * (rstd w s) + (b s + shift)); using
                         P and mu rather than the rounded float32 mean keeps y exact for large means.
 backward  1. _bwd_sums: per (n, chunk, c) sums of dz and dz*xhat -> workspace (deterministic, no atomics)
@@ -128,16 +131,6 @@ def _coeffs(W, B, S, T, MEAN, RSTD, n, c, cmask, C, G, Cg,
 
 
 # ----------------------------------------------------------------------------------- forward
-@triton.jit
-def _pivot(xs, c, cmask, HW, CL: tl.constexpr):
-    """x[n, c, 0] for channels c of one sample: the shift that keeps sums exact for large means."""
-    if CL:
-        koff = c
-    else:
-        koff = c.to(tl.int64) * HW
-    return tl.load(xs + koff, mask=cmask, other=0.0)
-
-
 @triton.jit(do_not_specialize=['N', 'ITERS', 'n_cblocks', 'n_chunks'])
 def _stats_kernel(X, WS, N, C, HW, CHUNK, ITERS, n_cblocks, n_chunks,
                   CL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
@@ -146,8 +139,11 @@ def _stats_kernel(X, WS, N, C, HW, CHUNK, ITERS, n_cblocks, n_chunks,
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
     xs = X + n.to(tl.int64) * C * HW
-    K = _pivot(xs, c, cmask, HW, CL).to(acc_ty)
     hw0 = k * CHUNK
+    hw = hw0 + tl.arange(0, BLOCK_HW)
+    mask = cmask[:, None] & (hw < HW)[None, :]
+    x = tl.load(xs + _tile_offsets(c, hw, C, HW, CL), mask=mask, other=0.0).to(acc_ty)
+    K = tl.sum(x, axis=1) / tl.cast(tl.minimum(HW - hw0, BLOCK_HW), acc_ty)  # first tile's mean
     mean = tl.zeros([BLOCK_C], acc_ty)  # of x - K over the rows merged so far
     m2 = tl.zeros([BLOCK_C], acc_ty)
     for it in range(ITERS):
@@ -168,11 +164,12 @@ def _stats_kernel(X, WS, N, C, HW, CHUNK, ITERS, n_cblocks, n_chunks,
     dst = WS + (n * n_chunks + k) * C + c
     tl.store(dst, mean, mask=cmask)
     tl.store(dst + N * n_chunks * C, m2, mask=cmask)
+    tl.store(dst + 2 * N * n_chunks * C, K, mask=cmask)
 
 
 @triton.jit(do_not_specialize=['N', 'G', 'Cg', 'n_chunks'])
-def _fwd_fin_kernel(X, WS, MEAN, RSTD, MU, N, C, HW, G, Cg, CHUNK, n_chunks, eps,
-                    CL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_CG: tl.constexpr):
+def _fwd_fin_kernel(WS, MEAN, RSTD, PMU, N, C, HW, G, Cg, CHUNK, n_chunks, eps,
+                    BLOCK_K: tl.constexpr, BLOCK_CG: tl.constexpr):
     ng = tl.program_id(0)
     n = ng // G
     g = ng % G
@@ -180,28 +177,27 @@ def _fwd_fin_kernel(X, WS, MEAN, RSTD, MU, N, C, HW, G, Cg, CHUNK, n_chunks, eps
     total = tl.cast(Cg * HW, acc_ty)
     m2_off = N * n_chunks * C
     base = WS + n * n_chunks * C + g * Cg
-    xs = X + n.to(tl.int64) * C * HW
-    P = _pivot(xs, g * Cg + tl.arange(0, 1), tl.arange(0, 1) < 1, HW, CL).to(acc_ty)  # group pivot [1]
+    P = tl.load(base + 2 * m2_off + tl.arange(0, 1))  # group pivot [1]: K of (first channel, chunk 0)
     kr = tl.arange(0, BLOCK_K)
     cr = tl.arange(0, BLOCK_CG)
-    # chunk means relative to P: u = (K_c - P) + (chunk mean of x - K_c)
+    # chunk means relative to P: u = (K - P) + (chunk mean of x - K)
     s1 = tl.zeros([BLOCK_K, BLOCK_CG], acc_ty)
     for c0 in range(0, Cg, BLOCK_CG):
         cc = c0 + cr
         cm = cc < Cg
-        kp = tl.where(cm, _pivot(xs, g * Cg + cc, cm, HW, CL).to(acc_ty) - P, 0.0)
         for k0 in range(0, n_chunks, BLOCK_K):
             kk = k0 + kr
             cnt = tl.cast(tl.minimum(tl.maximum(HW - kk * CHUNK, 0), CHUNK), acc_ty)
             msk = (kk < n_chunks)[:, None] & cm[None, :]
-            mk = tl.load(base + kk[:, None] * C + cc[None, :], mask=msk, other=0.0)
-            s1 += tl.where(msk, (mk + kp[None, :]) * cnt[:, None], 0.0)
+            ptr = base + kk[:, None] * C + cc[None, :]
+            mk = tl.load(ptr, mask=msk, other=0.0)
+            kp = tl.load(ptr + 2 * m2_off, mask=msk, other=0.0) - P[None, :]
+            s1 += tl.where(msk, (mk + kp) * cnt[:, None], 0.0)
     mu = tl.sum(tl.sum(s1, axis=1), axis=0) / total  # group mean - P
     q = tl.zeros([BLOCK_K, BLOCK_CG], acc_ty)
     for c0 in range(0, Cg, BLOCK_CG):
         cc = c0 + cr
         cm = cc < Cg
-        kp = tl.where(cm, _pivot(xs, g * Cg + cc, cm, HW, CL).to(acc_ty) - P, 0.0)
         for k0 in range(0, n_chunks, BLOCK_K):
             kk = k0 + kr
             cnt = tl.cast(tl.minimum(tl.maximum(HW - kk * CHUNK, 0), CHUNK), acc_ty)
@@ -209,21 +205,23 @@ def _fwd_fin_kernel(X, WS, MEAN, RSTD, MU, N, C, HW, G, Cg, CHUNK, n_chunks, eps
             ptr = base + kk[:, None] * C + cc[None, :]
             mk = tl.load(ptr, mask=msk, other=0.0)
             m2k = tl.load(ptr + m2_off, mask=msk, other=0.0)
-            d = mk + kp[None, :] - mu
+            kp = tl.load(ptr + 2 * m2_off, mask=msk, other=0.0) - P[None, :]
+            d = mk + kp - mu
             q += tl.where(msk, m2k + cnt[:, None] * d * d, 0.0)
     var = tl.sum(tl.sum(q, axis=1), axis=0) / total
     if acc_ty == tl.float64:
         sd = tl.sqrt(var + eps)
     else:
         sd = tl.sqrt_rn(var + eps)  # IEEE-rounded (tl.sqrt may be approximate for float32)
-    mean = tl.sum(P, axis=0) + mu
-    tl.store(MEAN + ng, mean)
+    p = tl.sum(P, axis=0)
+    tl.store(MEAN + ng, p + mu)
     tl.store(RSTD + ng, 1.0 / sd)
-    tl.store(MU + ng, mu)
+    tl.store(PMU + ng, p)
+    tl.store(PMU + N * G + ng, mu)
 
 
-@triton.jit(do_not_specialize=['G', 'Cg', 'ITERS', 'n_cblocks', 'n_chunks'])
-def _fwd_apply_kernel(X, Y, W, B, S, T, MEAN, RSTD, MU, C, HW, G, Cg, CHUNK, ITERS, n_cblocks, n_chunks,
+@triton.jit(do_not_specialize=['N', 'G', 'Cg', 'ITERS', 'n_cblocks', 'n_chunks'])
+def _fwd_apply_kernel(X, Y, W, B, S, T, MEAN, RSTD, PMU, N, C, HW, G, Cg, CHUNK, ITERS, n_cblocks, n_chunks,
                       CL: tl.constexpr, SILU: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                       HAS_S: tl.constexpr, HAS_T: tl.constexpr, ONE_PLUS_SCALE: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
@@ -236,10 +234,11 @@ def _fwd_apply_kernel(X, Y, W, B, S, T, MEAN, RSTD, MU, C, HW, G, Cg, CHUNK, ITE
     sample = n.to(tl.int64) * C * HW
     xs = X + sample
     ys = Y + sample
-    # x - mean as (x - P) - mu: P = x[n, first channel of the group, 0] and mu = mean - P, both exact
-    # where the rounded float32 mean is not (large means)
-    P = _pivot(xs, (c // Cg) * Cg, cmask, HW, CL).to(acc_ty)
-    mu = tl.load(MU + n * G + c // Cg, mask=cmask, other=0.0)
+    # x - mean as (x - P) - mu: P (a tile mean) is close to the data and mu = mean - P small, both
+    # exact where the rounded float32 mean is not (large means)
+    ng = n * G + c // Cg
+    P = tl.load(PMU + ng, mask=cmask, other=0.0)
+    mu = tl.load(PMU + N * G + ng, mask=cmask, other=0.0)
     hw0 = k * CHUNK
     for it in range(ITERS):
         hw = hw0 + it * BLOCK_HW + tl.arange(0, BLOCK_HW)
@@ -383,19 +382,19 @@ def group_norm_fwd(x, y, weight, bias, scale, shift, mean, rstd,
     cl = int(bool(channels_last))
     Cg = C // G
     block_c, block_hw, n_cblocks, iters, chunk, n_chunks = _plan(N, C, HW, cl)
-    ws = torch.empty((2, N, n_chunks, C), dtype=mean.dtype, device=x.device)
-    mu = torch.empty((N, G), dtype=mean.dtype, device=x.device)
+    ws = torch.empty((3, N, n_chunks, C), dtype=mean.dtype, device=x.device)
+    pmu = torch.empty((2, N, G), dtype=mean.dtype, device=x.device)
     grid = (N * n_cblocks * n_chunks,)
     _stats_kernel[grid](x, ws, N, C, HW, chunk, iters, n_cblocks, n_chunks,
                         CL=cl, BLOCK_C=block_c, BLOCK_HW=block_hw)
     block_k, block_cg = _fin_blocks(Cg, n_chunks)
-    _fwd_fin_kernel[(N * G,)](x, ws, mean, rstd, mu, N, C, HW, G, Cg, chunk, n_chunks, float(eps),
-                              CL=cl, BLOCK_K=block_k, BLOCK_CG=block_cg)
+    _fwd_fin_kernel[(N * G,)](ws, mean, rstd, pmu, N, C, HW, G, Cg, chunk, n_chunks, float(eps),
+                              BLOCK_K=block_k, BLOCK_CG=block_cg)
     dummy = mean
     _fwd_apply_kernel[grid](
         x, y, dummy if weight is None else weight, dummy if bias is None else bias,
-        dummy if scale is None else scale, dummy if shift is None else shift, mean, rstd, mu,
-        C, HW, G, Cg, chunk, iters, n_cblocks, n_chunks,
+        dummy if scale is None else scale, dummy if shift is None else shift, mean, rstd, pmu,
+        N, C, HW, G, Cg, chunk, iters, n_cblocks, n_chunks,
         CL=cl, SILU=bool(silu), HAS_W=weight is not None, HAS_B=bias is not None,
         HAS_S=scale is not None, HAS_T=shift is not None, ONE_PLUS_SCALE=bool(one_plus_scale),
         BLOCK_C=block_c, BLOCK_HW=block_hw)
