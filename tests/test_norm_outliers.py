@@ -11,16 +11,13 @@ import pytest
 import torch
 
 import genkernels as gk
-from genkernels import _native
 from genkernels.ops import _norm
 from genkernels.triton import group_norm as triton_gn
 from conftest import assert_close, compiled_backends
-from test_cuda_emulated import emulated  # noqa: F401 (the fixture)
+from cuda_emu_fixture import emulated, needs_cuemu  # noqa: F401 (emulated: a fixture)
 
 BACKENDS = [b for b in compiled_backends("cpu") if b != "triton"]  # (triton: the tiny maps below)
-_NO_EMU = pytest.mark.skipif(_native.load("_C_cuemu") is None,
-                             reason=f"genkernels._C_cuemu not built ({_native.load_error('_C_cuemu')})")
-GPU_BACKENDS = [b for b in compiled_backends("cpu") if b == "triton"] + [pytest.param("cuda", marks=_NO_EMU)]
+GPU_BACKENDS = [b for b in compiled_backends("cpu") if b == "triton"] + [pytest.param("cuda", marks=needs_cuemu)]
 
 
 def ref64(x, G, act, **kw):
