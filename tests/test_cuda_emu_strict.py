@@ -6,7 +6,8 @@ import torch
 
 import genkernels
 from genkernels import _native
-from test_cuda_emulated import emulated, randn, run  # noqa: F401  (emulated: a fixture)
+from cuda_emu_fixture import emulated  # noqa: F401  (a fixture)
+from test_cuda_emulated import randn, run
 
 EMU = _native.load("_C_cuemu")
 pytestmark = pytest.mark.skipif(EMU is None, reason=f"genkernels._C_cuemu not built ({_native.load_error('_C_cuemu')})")
