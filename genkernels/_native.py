@@ -1,10 +1,11 @@
 """The one place that loads the compiled modules and calls into them.
 
 Kernels in ``genkernels._C`` (CPU) and ``genkernels._C_cuda`` share one calling convention
-(csrc/common/flat_args.h): ``kernel(dtype_code, ptrs, nbytes, ints, floats, ctx...)``. This module turns
-tensors into that call (each tensor's address and the bytes its view spans, which the native side
-checks against what the kernel will touch); everything torch (allocation, streams) stays on the
-Python side.
+(csrc/common/flat_args.h): ``kernel(dtype_code, ptrs, nbytes, ints, floats, ctx...)``, with the names
+of the arguments exported by ``kernel_args()``. This module turns a kernel's arguments, a NamedTuple of
+genkernels/ops/_kernels.py checked against those names, into that call (each tensor's address and the
+bytes its view spans, which the native side checks against what the kernel will touch); everything
+torch (allocation, streams) stays on the Python side.
 """
 from __future__ import annotations
 
@@ -103,22 +104,50 @@ def nbytes(t: Optional[torch.Tensor]) -> int:
     return end * t.element_size()
 
 
-def call(kernel: str, dtype: torch.dtype, tensors: Sequence[Optional[torch.Tensor]],
-         ints: Sequence[int], floats: Sequence[float] = ()) -> None:
-    """Runs native `kernel` on the device of the first tensor (CPU: torch's thread count;
-    CUDA: torch's current stream on that device)."""
-    dev = tensors[0].device
+_layouts: dict = {}  # (module name, NamedTuple class) -> (number of tensors, number of tensors + ints)
+
+
+def layout(mod, args_type) -> tuple:
+    """Where the tensors and the ints of `args_type`'s fields end, after checking the fields against
+    the native signature of kernel `args_type.KERNEL` in `mod` (once per module and kernel)."""
+    key = (mod.__name__, args_type)
+    found = _layouts.get(key)
+    if found is None:
+        sig = mod.kernel_args().get(args_type.KERNEL)
+        if sig is None:
+            raise RuntimeError(f"{mod.__name__} has no kernel {args_type.KERNEL!r}")
+        ptrs, ints, floats = sig
+        if tuple(args_type._fields) != tuple(ptrs) + tuple(ints) + tuple(floats):
+            raise RuntimeError(
+                f"{args_type.__name__} fields {args_type._fields} do not match the arguments of "
+                f"{mod.__name__}.{args_type.KERNEL}: tensors {ptrs}, ints {ints}, floats {floats} "
+                "(csrc/common/*_args.h and genkernels/ops/_kernels.py must agree)")
+        found = _layouts[key] = (len(ptrs), len(ptrs) + len(ints))
+    return found
+
+
+def call(args, dtype: torch.dtype) -> None:
+    """Runs the native kernel of `args` (a NamedTuple of genkernels/ops/_kernels.py) with data type
+    `dtype` on the device of its first tensor (CPU: torch's thread count; CUDA: torch's current
+    stream on that device)."""
+    dev = args[0].device
+    if dev.type == "cpu":
+        mod = load("_C")
+        ctx = (torch.get_num_threads(),)
+    else:
+        mod = load("_C_cuda")
+        ctx = (dev.index, torch.cuda.current_stream(dev).cuda_stream)
+    n_ptrs, n_ints = layout(mod, type(args))
+    tensors = args[:n_ptrs]
     ptrs = [0 if t is None else t.data_ptr() for t in tensors]
     sizes = [nbytes(t) for t in tensors]
+    fn = getattr(mod, args.KERNEL)
     code = DTYPE_CODES[dtype]
-    if dev.type == "cpu":
-        fn, ctx = getattr(load("_C"), kernel), (torch.get_num_threads(),)
-    else:
-        fn, ctx = getattr(load("_C_cuda"), kernel), (dev.index, torch.cuda.current_stream(dev).cuda_stream)
+    ints, floats = args[n_ptrs:n_ints], args[n_ints:]
     if profiler_on():
         # a range `genkernels::<kernel>`: the eager fast path skips the dispatcher, so the profiler
         # (and the benchmark's launch count) would not see the kernel otherwise
-        with torch.profiler.record_function("genkernels::" + kernel):
+        with torch.profiler.record_function("genkernels::" + args.KERNEL):
             fn(code, ptrs, sizes, ints, floats, *ctx)
     else:  # (no context manager: a few us on calls that are mostly overhead)
         fn(code, ptrs, sizes, ints, floats, *ctx)

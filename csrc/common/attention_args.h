@@ -14,18 +14,34 @@
 // Tensors are addressed as [B, H, L, d] with element strides (batch, head, row) and a unit stride on d,
 // which covers both [B, H, L, d] and the token layout [B, L, H*d].
 //
-// forward  p = [q, k, v, mask, out, lse]
-//   mask: uint8 [B, Lk] or absent (0); lse: acc type, contiguous [B, H, Lq]
-// backward p = [q, k, v, mask, out, dout, lse, dq, dk, dv]
-//   dout has out's strides, dq q's, dk k's, dv v's
-// i = [B, H, Lq, Lk, D, q_sb, q_sh, q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, causal]
-//   causal: 0/1; with 1 the kernels skip key tiles wholly past a query block's last row (j > i everywhere)
-// f = [scale]
+// Arguments: sig::attention_fwd / sig::attention_bwd below.
+//   key_padding_mask: uint8 [B, Lk] or absent (0); lse: acc type, contiguous [B, H, Lq]
+//   backward: dout has out's strides, dq q's, dk k's, dv v's
+//   ints: sizes, then element strides (batch, head, row) of q, k, v, out; causal: 0/1 (with 1 the
+//   kernels skip key tiles wholly past a query block's last row: j > i everywhere)
 #pragma once
 #include "common/flat_args.h"
 
 namespace gk {
 GK_ARGS_BEGIN
+
+#define GK_ATTN_INTS \
+  "B H Lq Lk D q_sb q_sh q_sl k_sb k_sh k_sl v_sb v_sh v_sl o_sb o_sh o_sl causal"
+namespace sig {
+struct attention_fwd {
+  static constexpr const char* kernel = "attention_fwd";
+  static constexpr const char* ptrs = "q k v key_padding_mask out lse";
+  static constexpr const char* ints = GK_ATTN_INTS;
+  static constexpr const char* floats = "scale";
+};
+struct attention_bwd {
+  static constexpr const char* kernel = "attention_bwd";
+  static constexpr const char* ptrs = "q k v key_padding_mask out dout lse dq dk dv";
+  static constexpr const char* ints = GK_ATTN_INTS;
+  static constexpr const char* floats = "scale";
+};
+}  // namespace sig
+#undef GK_ATTN_INTS
 
 struct AttnArgs {
   const void *q, *k, *v;
@@ -38,43 +54,48 @@ struct AttnArgs {
   std::int64_t qs[3], ks[3], vs[3], os[3];
   double scale;
   bool causal;
-  AttnArgs(const Flat& a, bool backward) {
-    expect(a, backward ? "attention_bwd" : "attention_fwd", backward ? 10 : 6, 18, 1);
-    q = a.ptr<void>(0); k = a.ptr<void>(1); v = a.ptr<void>(2);
-    mask = a.ptr<std::uint8_t>(3); out = a.ptr<void>(4);
+  AttnArgs(const Flat& f, bool backward) {
     if (backward) {
-      dout = a.ptr<void>(5); lse = a.ptr<void>(6);
-      dq = a.ptr<void>(7); dk = a.ptr<void>(8); dv = a.ptr<void>(9);
+      const Named<sig::attention_bwd> a(f);
+      unpack(a);
+      dout = a.ptr("dout"); dq = a.ptr("dq"); dk = a.ptr("dk"); dv = a.ptr("dv");
     } else {
-      lse = a.ptr<void>(5);
+      unpack(Named<sig::attention_fwd>(f));
     }
-    B = a.i[0]; H = a.i[1]; Lq = a.i[2]; Lk = a.i[3]; D = a.i[4];
-    for (int t = 0; t < 3; ++t) {
-      qs[t] = a.i[5 + t]; ks[t] = a.i[8 + t]; vs[t] = a.i[11 + t]; os[t] = a.i[14 + t];
-    }
-    causal = a.i[17] != 0;
-    scale = a.f[0];
+  }
+
+ private:
+  template <class S>
+  void unpack(const Named<S>& a) {
+    const char* op = S::kernel;
+    const bool backward = word_index(S::ptrs, "dout") >= 0;
+    q = a.ptr("q"); k = a.ptr("k"); v = a.ptr("v");
+    mask = a.template ptr<std::uint8_t>("key_padding_mask"); out = a.ptr("out"); lse = a.ptr("lse");
+    B = a.i("B"); H = a.i("H"); Lq = a.i("Lq"); Lk = a.i("Lk"); D = a.i("D");
+    static const char* const names[4][3] = {{"q_sb", "q_sh", "q_sl"}, {"k_sb", "k_sh", "k_sl"},
+                                            {"v_sb", "v_sh", "v_sl"}, {"o_sb", "o_sh", "o_sl"}};
+    std::int64_t* strides[4] = {qs, ks, vs, os};
+    for (int t = 0; t < 4; ++t)
+      for (int d = 0; d < 3; ++d) strides[t][d] = a.i(names[t][d]);
+    causal = a.i("causal") != 0;
+    scale = a.f("scale");
     if (B < 0 || H < 0 || Lq < 0 || Lk < 1 || D < 1)
       throw std::invalid_argument("attention: need B, H, Lq >= 0, Lk >= 1, D >= 1");
-    const char* op = backward ? "attention_bwd" : "attention_fwd";
-    const std::int64_t db = dtype_bytes(a.dtype), ab = acc_bytes(a.dtype);
-    const std::int64_t dq[3] = {B, H, Lq}, dk[3] = {B, H, Lk};
-    const std::int64_t sq = span(op, dq, qs, D), sk = span(op, dk, ks, D), sv = span(op, dk, vs, D),
-                       so = span(op, dq, os, D);
-    need(a, op, 0, "q", sq, db);
-    need(a, op, 1, "k", sk, db);
-    need(a, op, 2, "v", sv, db);
-    need(a, op, 3, "key_padding_mask", mul(op, B, Lk), 1, false);
-    need(a, op, 4, "out", so, db);
-    const std::int64_t nlse = mul(op, B, H, Lq);
+    const std::int64_t db = dtype_bytes(a.a.dtype), ab = acc_bytes(a.a.dtype);
+    const std::int64_t dq_[3] = {B, H, Lq}, dk_[3] = {B, H, Lk};
+    const std::int64_t sq = span(op, dq_, qs, D), sk = span(op, dk_, ks, D), sv = span(op, dk_, vs, D),
+                       so = span(op, dq_, os, D);
+    a.need("q", sq, db);
+    a.need("k", sk, db);
+    a.need("v", sv, db);
+    a.need("key_padding_mask", mul(op, B, Lk), 1, false);
+    a.need("out", so, db);
+    a.need("lse", mul(op, B, H, Lq), ab);
     if (backward) {
-      need(a, op, 5, "dout", so, db);
-      need(a, op, 6, "lse", nlse, ab);
-      need(a, op, 7, "dq", sq, db);
-      need(a, op, 8, "dk", sk, db);
-      need(a, op, 9, "dv", sv, db);
-    } else {
-      need(a, op, 5, "lse", nlse, ab);
+      a.need("dout", so, db);
+      a.need("dq", sq, db);
+      a.need("dk", sk, db);
+      a.need("dv", sv, db);
     }
   }
 };

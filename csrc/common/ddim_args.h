@@ -15,14 +15,12 @@
 // Layout: every tensor is densely packed with the batch outermost and the same order inside a sample
 // (NC* or N*C), so sample n is the L contiguous elements at n * L.
 //
-// p = [sample, model_output, noise, alpha_t, alpha_prev, prev_sample, pred_original_sample]
-//     model_output has 2N rows with guidance; noise, alpha_t, alpha_prev may be absent (0).
-//     alpha_t / alpha_prev: float32 or float64 tensors read at n * stride (stride 0: one shared value).
-// i = [N, L, kind, prediction_type, clip, use_clipped_model_output, guidance,
-//      alpha_t_dtype, alpha_prev_dtype, alpha_t_stride, alpha_prev_stride]
-//     kind: 0 DDIM, 1 DDPM fixed_small variance, 2 DDPM fixed_large variance
-//     prediction_type: 0 epsilon, 1 sample, 2 v_prediction; alpha dtype codes as DType (0 or 3)
-// f = [alpha_t, alpha_prev, eta, guidance_scale, clip_range]   (alpha values used when the tensor is absent)
+// Arguments: sig::ddim_step below.
+//   model_output has 2N rows with guidance; noise, alpha_t, alpha_prev may be absent (0).
+//   alpha_t / alpha_prev: float32 or float64 tensors read at n * stride (stride 0: one shared value),
+//   their dtype codes as DType (0 or 3); alpha_t_value / alpha_prev_value are used when the tensor is absent.
+//   kind: 0 DDIM, 1 DDPM fixed_small variance, 2 DDPM fixed_large variance
+//   prediction_type: 0 epsilon, 1 sample, 2 v_prediction; clip, use_clipped_model_output, guidance: 0/1
 #pragma once
 #include <cmath>
 #include <limits>
@@ -41,6 +39,17 @@ GK_ARGS_BEGIN
 enum StepKind : int { kDDIM = 0, kDDPMSmall = 1, kDDPMLarge = 2 };
 enum PredType : int { kEpsilon = 0, kSample = 1, kVPrediction = 2 };
 
+namespace sig {
+struct ddim_step {
+  static constexpr const char* kernel = "ddim_step";
+  static constexpr const char* ptrs = "sample model_output noise alpha_t alpha_prev prev_sample pred_original_sample";
+  static constexpr const char* ints =
+      "N L kind prediction_type clip use_clipped_model_output guidance alpha_t_dtype alpha_prev_dtype "
+      "alpha_t_stride alpha_prev_stride";
+  static constexpr const char* floats = "alpha_t_value alpha_prev_value eta guidance_scale clip_range";
+};
+}  // namespace sig
+
 struct StepArgs {
   const void *x, *m, *noise, *alpha_t, *alpha_prev;
   void *prev, *x0;
@@ -49,32 +58,34 @@ struct StepArgs {
   bool clip, use_clipped, guidance;
   std::int64_t at_stride, ap_stride;
   double at, ap, eta, gscale, clip_range;
-  explicit StepArgs(const Flat& a) {
-    expect(a, "ddim_step", 7, 11, 5);
-    x = a.ptr<void>(0); m = a.ptr<void>(1); noise = a.ptr<void>(2);
-    alpha_t = a.ptr<void>(3); alpha_prev = a.ptr<void>(4);
-    prev = a.ptr<void>(5); x0 = a.ptr<void>(6);
-    N = a.i[0]; L = a.i[1]; kind = int(a.i[2]); pred = int(a.i[3]);
-    clip = a.i[4] != 0; use_clipped = a.i[5] != 0; guidance = a.i[6] != 0;
-    at_dtype = int(a.i[7]); ap_dtype = int(a.i[8]); at_stride = a.i[9]; ap_stride = a.i[10];
-    at = a.f[0]; ap = a.f[1]; eta = a.f[2]; gscale = a.f[3]; clip_range = a.f[4];
+  explicit StepArgs(const Flat& f) {
+    const Named<sig::ddim_step> a(f);
+    x = a.ptr("sample"); m = a.ptr("model_output"); noise = a.ptr("noise");
+    alpha_t = a.ptr("alpha_t"); alpha_prev = a.ptr("alpha_prev");
+    prev = a.ptr("prev_sample"); x0 = a.ptr("pred_original_sample");
+    N = a.i("N"); L = a.i("L"); kind = int(a.i("kind")); pred = int(a.i("prediction_type"));
+    clip = a.i("clip") != 0; use_clipped = a.i("use_clipped_model_output") != 0; guidance = a.i("guidance") != 0;
+    at_dtype = int(a.i("alpha_t_dtype")); ap_dtype = int(a.i("alpha_prev_dtype"));
+    at_stride = a.i("alpha_t_stride"); ap_stride = a.i("alpha_prev_stride");
+    at = a.f("alpha_t_value"); ap = a.f("alpha_prev_value"); eta = a.f("eta"); gscale = a.f("guidance_scale");
+    clip_range = a.f("clip_range");
     if (kind < 0 || kind > 2) throw std::invalid_argument("ddim_step: bad kind");
     if (pred < 0 || pred > 2) throw std::invalid_argument("ddim_step: bad prediction_type");
     if ((alpha_t && at_dtype != kFloat32 && at_dtype != kFloat64) ||
         (alpha_prev && ap_dtype != kFloat32 && ap_dtype != kFloat64))
       throw std::invalid_argument("ddim_step: alpha tensors must be float32 or float64");
-    const char* op = "ddim_step";
+    const char* op = a.kernel();
     if (N < 0 || L < 0 || at_stride < 0 || ap_stride < 0) throw std::invalid_argument("ddim_step: negative size");
-    const std::int64_t NL = mul(op, N, L), db = dtype_bytes(a.dtype);
-    need(a, op, 0, "sample", NL, db);
-    need(a, op, 1, "model_output", guidance ? mul(op, 2, NL) : NL, db);
-    need(a, op, 2, "noise", NL, db, false);
+    const std::int64_t NL = mul(op, N, L), db = dtype_bytes(f.dtype);
+    a.need("sample", NL, db);
+    a.need("model_output", guidance ? mul(op, 2, NL) : NL, db);
+    a.need("noise", NL, db, false);
     if (N > 0) {
-      need(a, op, 3, "alpha_t", mul(op, N - 1, at_stride) + 1, at_dtype == kFloat64 ? 8 : 4, false);
-      need(a, op, 4, "alpha_prev", mul(op, N - 1, ap_stride) + 1, ap_dtype == kFloat64 ? 8 : 4, false);
+      a.need("alpha_t", mul(op, N - 1, at_stride) + 1, at_dtype == kFloat64 ? 8 : 4, false);
+      a.need("alpha_prev", mul(op, N - 1, ap_stride) + 1, ap_dtype == kFloat64 ? 8 : 4, false);
     }
-    need(a, op, 5, "prev_sample", NL, db);
-    need(a, op, 6, "pred_original_sample", NL, db);
+    a.need("prev_sample", NL, db);
+    a.need("pred_original_sample", NL, db);
   }
 };
 

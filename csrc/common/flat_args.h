@@ -1,8 +1,10 @@
 // Arguments of every native kernel, flattened so one binding shape serves all ops and both modules:
 // tensors as raw device/host addresses (0 = absent) with the bytes each may be read or written from
-// that address (its extent), integers, floats, and a dtype code. The argument order of each op is
-// documented next to its unpacking code and mirrored in genkernels/ops/<op>.py; csrc never sees a
-// torch type. The unpacking code checks, before any kernel runs, that sizes are non-negative, that
+// that address (its extent), integers, floats, and a dtype code. Each kernel's argument names are
+// declared once, in a signature struct next to its unpacking code (sig::<kernel>: space-separated
+// names of its tensors, integers and floats, in order); the unpacking code reads arguments by those
+// names, every module exports them as kernel_args(), and genkernels/ops/_kernels.py builds each call
+// as a NamedTuple checked against them. csrc never sees a torch type. The unpacking code checks, before any kernel runs, that sizes are non-negative, that
 // the products it indexes with fit in int64, and that every tensor is at least as large as what the
 // kernel will touch: a wrong argument is a ValueError, never an out-of-bounds access.
 #pragma once
@@ -57,12 +59,6 @@ inline std::int64_t dtype_bytes(int dtype) {
 // The accumulation (statistics) type's size: double for float64 data, float otherwise.
 inline std::int64_t acc_bytes(int dtype) { return dtype == kFloat64 ? 8 : 4; }
 
-// The argument counts of kernel `op` (and a known dtype code).
-inline void expect(const Flat& a, const char* op, size_t np, size_t ni, size_t nf) {
-  if (a.p.size() != np || a.n.size() != np || a.i.size() != ni || a.f.size() != nf)
-    refuse(op, "%s: wrong number of native arguments");
-  dtype_bytes(a.dtype);
-}
 
 // Refuses a.p[k] (called `name`) unless it holds `elems` elements of `esize` bytes; an absent tensor
 // (address 0) is refused when `required`. elems <= 0: nothing is touched, any extent will do.
@@ -101,6 +97,56 @@ inline std::int64_t span(const char* op, const std::int64_t d[3], const std::int
   }
   return last;
 }
+
+// ------------------------------------------------------------------ named arguments
+// Words of a space-separated name list.
+constexpr std::int64_t word_count(const char* s) {
+  if (!*s) return 0;
+  std::int64_t n = 1;
+  for (; *s; ++s) n += *s == ' ';
+  return n;
+}
+// Position of word `name` in the space-separated list `names`; -1 when absent.
+constexpr int word_index(const char* names, const char* name) {
+  for (int k = 0; *names; ++k) {
+    const char* b = name;
+    while (*names && *names != ' ' && *names == *b) ++names, ++b;
+    if ((*names == 0 || *names == ' ') && *b == 0) return k;
+    while (*names && *names != ' ') ++names;
+    if (*names == ' ') ++names;
+  }
+  return -1;
+}
+
+// The arguments of a Flat read by name through the signature S (S::kernel, S::ptrs, S::ints,
+// S::floats). Construction checks the counts and the dtype code; a name S does not declare is a
+// programming error (std::logic_error), shown by the first test that runs the kernel.
+template <class S>
+struct Named {
+  const Flat& a;
+  explicit Named(const Flat& f) : a(f) {
+    const auto np = std::size_t(word_count(S::ptrs)), ni = std::size_t(word_count(S::ints)),
+               nf = std::size_t(word_count(S::floats));
+    if (a.p.size() != np || a.n.size() != np || a.i.size() != ni || a.f.size() != nf)
+      refuse(S::kernel, "%s: wrong number of native arguments: %lld tensors, %lld ints, %lld floats expected",
+             (long long)np, (long long)ni, (long long)nf);
+    dtype_bytes(a.dtype);
+  }
+  static constexpr const char* kernel() { return S::kernel; }
+  static int slot(const char* names, const char* name) {
+    const int k = word_index(names, name);
+    if (k < 0) throw std::logic_error(std::string(S::kernel) + ": no argument named " + name);
+    return k;
+  }
+  template <class T = void>
+  T* ptr(const char* name) const { return a.template ptr<T>(slot(S::ptrs, name)); }
+  std::int64_t i(const char* name) const { return a.i[slot(S::ints, name)]; }
+  double f(const char* name) const { return a.f[slot(S::floats, name)]; }
+  // gk::need for the tensor `name`.
+  void need(const char* name, std::int64_t elems, std::int64_t esize, bool required = true) const {
+    gk::need(a, S::kernel, slot(S::ptrs, name), name, elems, esize, required);
+  }
+};
 
 GK_ARGS_END
 }  // namespace gk

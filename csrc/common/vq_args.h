@@ -13,15 +13,23 @@
 // float64. Kernels tile over M and K and keep a running (best, index) per row: no M x K (or M x tile)
 // buffer is written to memory; extra memory is O(K * D) (a packed/normalised codebook) plus O(M).
 //
-// p = [z, codebook, index, min_dist]
-//     z: [M, D], codebook: [K, D] (same dtype, contiguous); index: int64 [M]; min_dist: acc type [M]
-// i = [M, K, D, cosine]      (K >= 1; M, D >= 0)
-// f = [eps]                  (cosine normalisation floor, F.normalize's 1e-12)
+// Arguments: sig::vq_nearest below.
+//   z: [M, D], codebook: [K, D] (same dtype, contiguous); index: int64 [M]; min_dist: acc type [M]
+//   K >= 1; M, D >= 0; eps: the cosine normalisation floor (F.normalize's 1e-12)
 #pragma once
 #include "common/flat_args.h"
 
 namespace gk {
 GK_ARGS_BEGIN
+
+namespace sig {
+struct vq_nearest {
+  static constexpr const char* kernel = "vq_nearest";
+  static constexpr const char* ptrs = "z codebook index min_dist";
+  static constexpr const char* ints = "M K D cosine";
+  static constexpr const char* floats = "eps";
+};
+}  // namespace sig
 
 struct VQArgs {
   const void* z;
@@ -31,20 +39,20 @@ struct VQArgs {
   std::int64_t M, K, D;
   bool cosine;
   double eps;
-  explicit VQArgs(const Flat& a) {
-    expect(a, "vq_nearest", 4, 4, 1);
-    z = a.ptr<void>(0); codebook = a.ptr<void>(1);
-    index = a.ptr<std::int64_t>(2); min_dist = a.ptr<void>(3);
-    M = a.i[0]; K = a.i[1]; D = a.i[2]; cosine = a.i[3] != 0;
-    eps = a.f[0];
+  explicit VQArgs(const Flat& f) {
+    const Named<sig::vq_nearest> a(f);
+    z = a.ptr("z"); codebook = a.ptr("codebook");
+    index = a.ptr<std::int64_t>("index"); min_dist = a.ptr("min_dist");
+    M = a.i("M"); K = a.i("K"); D = a.i("D"); cosine = a.i("cosine") != 0;
+    eps = a.f("eps");
     if (M < 0 || K < 1 || D < 0)
       throw std::invalid_argument("vq_nearest: need M >= 0, K >= 1, D >= 0");
-    const char* op = "vq_nearest";
-    const std::int64_t db = dtype_bytes(a.dtype);
-    need(a, op, 0, "z", mul(op, M, D), db);
-    need(a, op, 1, "codebook", mul(op, K, D), db);
-    need(a, op, 2, "index", M, 8);
-    need(a, op, 3, "min_dist", M, acc_bytes(a.dtype));
+    const char* op = a.kernel();
+    const std::int64_t db = dtype_bytes(f.dtype);
+    a.need("z", mul(op, M, D), db);
+    a.need("codebook", mul(op, K, D), db);
+    a.need("index", M, 8);
+    a.need("min_dist", M, acc_bytes(f.dtype));
   }
 };
 

@@ -15,4 +15,11 @@ PYBIND11_MODULE(_C, m) {
   });
 #include "cpu/kernels.def"
 #undef GK_KERNEL
+  m.def("kernel_args", [] {
+    pybind11::dict d;
+#define GK_KERNEL(name) d[#name] = gk::signature<gk::sig::name>();
+#include "cpu/kernels.def"
+#undef GK_KERNEL
+    return d;
+  }, "{kernel: (tensor names, int names, float names)}: the argument names of every kernel, in order");
 }

@@ -17,4 +17,11 @@ PYBIND11_MODULE(_C_cuda, m) {
   });
 #include "cuda/kernels.def"
 #undef GK_KERNEL
+  m.def("kernel_args", [] {
+    pybind11::dict d;
+#define GK_KERNEL(name) d[#name] = gk::signature<gk::sig::name>();
+#include "cuda/kernels.def"
+#undef GK_KERNEL
+    return d;
+  }, "{kernel: (tensor names, int names, float names)}: the argument names of every kernel, in order");
 }

@@ -1,6 +1,6 @@
 // genkernels._C_cuemu: the CUDA kernels of csrc/cuda/*.cu compiled by the host compiler and run on
 // the CPU through csrc/cuda_emu/emu.h (tests only: slow, strict). Same calling convention as
-// genkernels._C: kernel(dtype, ptrs, ints, floats, threads) on host memory; `threads` is ignored (a
+// genkernels._C: kernel(dtype, ptrs, nbytes, ints, floats, threads) on host memory; `threads` is ignored (a
 // block runs as blockDim threads). Also: seeded(case, out, in, ints), the seeded-bug kernels of
 // seeded.cpp, and shared_bytes, the size of the kernels' static __shared__ memory that emu.h fills.
 #include <cstdint>
@@ -71,4 +71,11 @@ PYBIND11_MODULE(_C_cuemu, m) {
   });
 #include "cuda/kernels.def"
 #undef GK_KERNEL
+  m.def("kernel_args", [] {
+    pybind11::dict d;
+#define GK_KERNEL(name) d[#name] = gk::signature<gk::sig::name>();
+#include "cuda/kernels.def"
+#undef GK_KERNEL
+    return d;
+  }, "{kernel: (tensor names, int names, float names)}: the argument names of every kernel, in order");
 }

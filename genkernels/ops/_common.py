@@ -87,18 +87,19 @@ def param(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tenso
     return t.to(dtype).contiguous()
 
 
-def launch(backend: str, family: str, kernel: str, dtype: torch.dtype, tensors, ints, floats=()) -> None:
-    """Runs `kernel` of kernel family `family` on a compiled backend. Native and Triton kernels take
-    the same arguments in the same order: tensors (None = absent), then ints, then floats. Kernels read
-    raw memory, so a lazily negated view (e.g. ``complex.conj().imag``) is materialised first."""
-    tensors = [t.resolve_neg() if t is not None and t.is_neg() else t for t in tensors]
+def launch(backend: str, args, dtype: torch.dtype) -> None:
+    """Runs the kernel of `args` (a NamedTuple of ops/_kernels.py: the kernel's arguments by name) on a
+    compiled backend, for data of `dtype`. Native and Triton kernels take the same arguments in the
+    same order. Kernels read raw memory, so a lazily negated view (e.g. ``complex.conj().imag``) is
+    materialised first."""
+    if any(isinstance(t, torch.Tensor) and t.is_neg() for t in args):
+        args = type(args)(*(t.resolve_neg() if isinstance(t, torch.Tensor) else t for t in args))
     if backend == "triton":
         import importlib
 
-        mod = importlib.import_module(f"genkernels.triton.{family}")
-        getattr(mod, kernel)(*tensors, *ints, *floats)
+        getattr(importlib.import_module(f"genkernels.triton.{args.FAMILY}"), args.KERNEL)(*args)
     else:
-        _native.call(kernel, dtype, tensors, ints, floats)
+        _native.call(args, dtype)
 
 
 # Bound once: direct_call_ok runs on every eager call, where each attribute lookup shows.

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..backend import resolve
 from ._common import (acc_dtype, check_param, check_tensor, dense_layout, direct_call_ok, empty_out, launch, needs_grad,
                       param, to_layout)
+from ._kernels import GroupNormBwd, GroupNormFwd
 
 Tensor = torch.Tensor
 
@@ -123,9 +124,10 @@ def norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale):
     HW = math.prod(x.shape[2:])
     if y.numel() == 0:
         return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
-    launch(backend, "group_norm", "group_norm_fwd", x.dtype,
-           [xd, y, param(w, acc), param(b, acc), param(scale, acc), param(shift, acc), mean, rstd],
-           [N, C, HW, G, int(silu), int(one_plus_scale), int(cl)], [eps])
+    launch(backend, GroupNormFwd(
+        x=xd, y=y, weight=param(w, acc), bias=param(b, acc), scale=param(scale, acc), shift=param(shift, acc),
+        mean=mean, rstd=rstd, N=N, C=C, HW=HW, G=G, silu=int(silu), one_plus_scale=int(one_plus_scale),
+        channels_last=int(cl), eps=eps), x.dtype)
     return y, mean, rstd
 
 
@@ -142,10 +144,11 @@ def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, 
     sdzx = torch.zeros((N, C), dtype=acc, device=x.device)
     if dx.numel():
         HW = math.prod(x.shape[2:])
-        wa, ba, sa, ha = param(w, acc), param(b, acc), param(scale, acc), param(shift, acc)
-        launch(backend, "group_norm", "group_norm_bwd", x.dtype,
-               [dyd, xd, wa, ba, sa, ha, mean.contiguous(), rstd.contiguous(), dx, sdz, sdzx],
-               [N, C, HW, G, int(silu), int(one_plus_scale), int(cl)])
+        launch(backend, GroupNormBwd(
+            dy=dyd, x=xd, weight=param(w, acc), bias=param(b, acc), scale=param(scale, acc),
+            shift=param(shift, acc), mean=mean.contiguous(), rstd=rstd.contiguous(), dx=dx, sum_dz=sdz,
+            sum_dz_xhat=sdzx, N=N, C=C, HW=HW, G=G, silu=int(silu), one_plus_scale=int(one_plus_scale),
+            channels_last=int(cl)), x.dtype)
     return (dx,) + param_grads(sdz, sdzx, w, b, scale, one_plus_scale)
 
 

@@ -41,6 +41,7 @@ import torch
 
 from ..backend import current_backend, resolve
 from ._common import acc_dtype, check_tensor, launch, under_functorch
+from ._kernels import AttentionBwd, AttentionFwd
 
 Tensor = torch.Tensor
 OP = "attention"
@@ -72,8 +73,9 @@ def _kernel_view(t: Tensor, heads: int) -> Tuple[Tensor, Tensor]:
     return t, v
 
 
-def _strides(v: Tensor):
-    return [v.stride(0), v.stride(1), v.stride(2)]
+def _strides(**views: Tensor) -> dict:
+    """The kernels' stride arguments ({name}_sb, _sh, _sl: batch, head, row) of [B, H, L, d] views."""
+    return {f"{name}_{s}": v.stride(i) for name, v in views.items() for i, s in enumerate(("sb", "sh", "sl"))}
 
 
 # ----------------------------------------------------------------------------------- reference
@@ -174,9 +176,9 @@ def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optio
     k, kv = _kernel_view(k, heads)
     v, vv = _kernel_view(v, heads)
     ov = _heads_view(out, heads)
-    launch(backend, "attention", "attention_fwd", q.dtype, [q, k, v, _mask_u8(mask), out, lse],
-           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov) + [int(is_causal)],
-           [float(scale)])
+    launch(backend, AttentionFwd(q=q, k=k, v=v, key_padding_mask=_mask_u8(mask), out=out, lse=lse,
+                                 B=B, H=H, Lq=Lq, Lk=Lk, D=d, **_strides(q=qv, k=kv, v=vv, o=ov),
+                                 causal=int(is_causal), scale=float(scale)), q.dtype)
     return out, lse
 
 
@@ -190,10 +192,10 @@ def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads
     if dq.numel() == 0 or dk.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     qv, kv, vv, ov = (_heads_view(t, heads) for t in (q, k, v, out))
-    launch(backend, "attention", "attention_bwd", q.dtype,
-           [q, k, v, _mask_u8(mask), out, dout, lse.contiguous(), dq, dk, dv],
-           [B, H, Lq, Lk, d] + _strides(qv) + _strides(kv) + _strides(vv) + _strides(ov) + [int(is_causal)],
-           [float(scale)])
+    launch(backend, AttentionBwd(q=q, k=k, v=v, key_padding_mask=_mask_u8(mask), out=out, dout=dout,
+                                 lse=lse.contiguous(), dq=dq, dk=dk, dv=dv, B=B, H=H, Lq=Lq, Lk=Lk, D=d,
+                                 **_strides(q=qv, k=kv, v=vv, o=ov), causal=int(is_causal),
+                                 scale=float(scale)), q.dtype)
     return dq, dk, dv
 
 

@@ -44,6 +44,7 @@ from .. import _native
 from ..backend import resolve
 from ._common import (FLOAT_DTYPES, acc_dtype, dense_layout, direct_call_ok, empty_out, launch, to_layout,
                       under_functorch)
+from ._kernels import DDIMStep
 
 Tensor = torch.Tensor
 OP = "ddim_step"
@@ -53,7 +54,6 @@ KIND_DDIM, KIND_DDPM_SMALL, KIND_DDPM_LARGE = 0, 1, 2
 DDPM_VARIANCE_TYPES = {"fixed_small": KIND_DDPM_SMALL, "fixed_small_log": KIND_DDPM_SMALL,
                        "fixed_large": KIND_DDPM_LARGE}
 _ALPHA_DTYPES = (torch.float32, torch.float64)
-_DTYPE_CODES = {torch.float32: 0, torch.float64: 3}
 
 
 # ----------------------------------------------------------------------------------- coefficients
@@ -189,13 +189,17 @@ def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta,
     # a tensor alpha is read by the kernel (dtype code, per-sample flag); a float travels as a scalar
     at_t = alpha_t.contiguous() if isinstance(alpha_t, Tensor) else None
     ap_t = alpha_prev.contiguous() if isinstance(alpha_prev, Tensor) else None
-    ints = [N, x.numel() // N, kind, pred, 0 if clip_range is None else 1, 1 if use_clipped else 0,
-            0 if guidance_scale is None else 1,
-            -1 if at_t is None else _DTYPE_CODES[at_t.dtype], -1 if ap_t is None else _DTYPE_CODES[ap_t.dtype],
-            1 if at_t is not None and at_t.numel() > 1 else 0, 1 if ap_t is not None and ap_t.numel() > 1 else 0]
-    floats = [0.0 if at_t is not None else alpha_t, 0.0 if ap_t is not None else alpha_prev, eta,
-              0.0 if guidance_scale is None else guidance_scale, 0.0 if clip_range is None else clip_range]
-    launch(backend, "ddim", "ddim_step", x.dtype, [x, m, z, at_t, ap_t, prev, x0], ints, floats)
+    codes = _native.DTYPE_CODES
+    launch(backend, DDIMStep(
+        sample=x, model_output=m, noise=z, alpha_t=at_t, alpha_prev=ap_t, prev_sample=prev, pred_original_sample=x0,
+        N=N, L=x.numel() // N, kind=kind, prediction_type=pred, clip=int(clip_range is not None),
+        use_clipped_model_output=int(bool(use_clipped)), guidance=int(guidance_scale is not None),
+        alpha_t_dtype=-1 if at_t is None else codes[at_t.dtype], alpha_prev_dtype=-1 if ap_t is None else codes[ap_t.dtype],
+        alpha_t_stride=int(at_t is not None and at_t.numel() > 1),
+        alpha_prev_stride=int(ap_t is not None and ap_t.numel() > 1),
+        alpha_t_value=0.0 if at_t is not None else alpha_t, alpha_prev_value=0.0 if ap_t is not None else alpha_prev,
+        eta=eta, guidance_scale=0.0 if guidance_scale is None else guidance_scale,
+        clip_range=0.0 if clip_range is None else clip_range), x.dtype)
     return prev, x0
 
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from ..backend import resolve
 from ._common import acc_dtype, check_tensor, launch
+from ._kernels import VQNearest
 
 Tensor = torch.Tensor
 OP = "vq_nearest"
@@ -88,8 +89,8 @@ def nearest_forward(backend: str, z: Tensor, codebook: Tensor, cosine: bool) -> 
         return idx, dist
     if D == 0:  # every code is at distance 0: the lowest index
         return idx.zero_(), dist.zero_()
-    launch(backend, "vq", "vq_nearest", z.dtype, [z.contiguous(), codebook.contiguous(), idx, dist],
-           [M, K, D, int(bool(cosine))], [COSINE_EPS])
+    launch(backend, VQNearest(z=z.contiguous(), codebook=codebook.contiguous(), index=idx, min_dist=dist,
+                              M=M, K=K, D=D, cosine=int(bool(cosine)), eps=COSINE_EPS), z.dtype)
     return idx, dist
 
 
