@@ -91,13 +91,20 @@ def launch(backend: str, args, dtype: torch.dtype) -> None:
     """Runs the kernel of `args` (a NamedTuple of ops/_kernels.py: the kernel's arguments by name) on a
     compiled backend, for data of `dtype`. Native and Triton kernels take the same arguments in the
     same order. Kernels read raw memory, so a lazily negated view (e.g. ``complex.conj().imag``) is
-    materialised first."""
+    materialised first. Triton launches on the current CUDA device, so its kernels run with the
+    tensors' device made current (the native CUDA kernels set it themselves)."""
     if any(isinstance(t, torch.Tensor) and t.is_neg() for t in args):
         args = type(args)(*(t.resolve_neg() if isinstance(t, torch.Tensor) else t for t in args))
     if backend == "triton":
         import importlib
 
-        getattr(importlib.import_module(f"genkernels.triton.{args.FAMILY}"), args.KERNEL)(*args)
+        fn = getattr(importlib.import_module(f"genkernels.triton.{args.FAMILY}"), args.KERNEL)
+        device = args[0].device
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                fn(*args)
+        else:  # TRITON_INTERPRET=1 on CPU tensors
+            fn(*args)
     else:
         _native.call(args, dtype)
 
