@@ -349,11 +349,11 @@ def test_eager_autograd_skips_the_dispatcher_and_compiled_code_uses_the_op():
     """Plain eager calls that need a gradient record the lightweight autograd.Function; under
     torch.compile (fullgraph) the registered op and its autograd run instead."""
     x = torch.randn(1, 4, 2, 3, device=DEVICE, requires_grad=True)
-    assert type(genkernels.group_norm_silu(x, 2).grad_fn).__name__ == "_EagerNormBackward"
-    assert type(genkernels.adain(x, torch.ones(1, 4, device=DEVICE), torch.zeros(1, 4, device=DEVICE)).grad_fn).__name__ == "_EagerNormBackward"
+    assert type(genkernels.group_norm_silu(x, 2).grad_fn).__name__ == "group_norm_silu_eagerBackward"
+    assert type(genkernels.adain(x, torch.ones(1, 4, device=DEVICE), torch.zeros(1, 4, device=DEVICE)).grad_fn).__name__ == "adain_eagerBackward"
     f = torch.compile(lambda t: genkernels.group_norm_silu(t, 2), fullgraph=True, backend="aot_eager")
     y = f(x)
-    assert type(y.grad_fn).__name__ != "_EagerNormBackward"
+    assert not type(y.grad_fn).__name__.endswith("_eagerBackward")
     (gx,) = torch.autograd.grad(y.sum(), x)
     (want,) = torch.autograd.grad(genkernels.group_norm_silu(x, 2).sum(), x)
     torch.testing.assert_close(gx, want)

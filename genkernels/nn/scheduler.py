@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from ..ops.ddim_step import ddim_step, ddpm_step
+from ..ops.ddim_step import ddim_step, ddpm_step, draw_noise
 
 Tensor = torch.Tensor
 
@@ -110,16 +110,6 @@ def _take(table: Tensor, idx: Tensor) -> Tensor:
     """table[idx] for an index tensor of any shape, as a gather (a 0-d index would otherwise become a
     data-dependent select that torch.compile cannot trace without a sync)."""
     return table.index_select(0, idx.reshape(-1)).reshape(idx.shape)
-
-
-def _draw_noise(sample: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    """diffusers' randn_tensor for one generator: a CPU generator draws on the CPU for device data."""
-    dev = sample.device
-    if generator is not None and generator.device.type != dev.type:
-        if generator.device.type != "cpu":
-            raise ValueError(f"cannot draw {dev} noise from a {generator.device.type} generator")
-        dev = torch.device("cpu")
-    return torch.randn(sample.shape, generator=generator, device=dev, dtype=sample.dtype).to(sample.device)
 
 
 class _Scheduler:
@@ -260,7 +250,7 @@ class DDIMScheduler(_Scheduler):
         if eta > 0:
             if variance_noise is not None and generator is not None:
                 raise ValueError("DDIMScheduler: pass either `generator` or `variance_noise`, not both")
-            noise = variance_noise if variance_noise is not None else _draw_noise(sample, generator)
+            noise = variance_noise if variance_noise is not None else draw_noise(sample, generator)
         prev, x0 = ddim_step(sample, model_output, a_t, a_p, eta, noise,
                              prediction_type=self.config.prediction_type, guidance_scale=guidance_scale,
                              clip_sample_range=self._clip(), use_clipped_model_output=use_clipped_model_output)
@@ -351,7 +341,7 @@ class DDPMScheduler(_Scheduler):
         t = self._host_timestep(timestep)
         noise = None
         if t is None or t > 0:
-            noise = variance_noise if variance_noise is not None else _draw_noise(sample, generator)
+            noise = variance_noise if variance_noise is not None else draw_noise(sample, generator)
             if t is None:  # device timesteps: zero the noise of samples at t = 0, without a sync
                 tt = timestep.to(sample.device).reshape((-1,) + (1,) * (sample.dim() - 1))
                 noise = noise * (tt > 0).to(noise.dtype)

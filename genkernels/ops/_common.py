@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from .. import _native
+from .._torch_private import probes as _probes
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -109,20 +110,16 @@ def launch(backend: str, args, dtype: torch.dtype) -> None:
         _native.call(args, dtype)
 
 
-# Bound once: direct_call_ok runs on every eager call, where each attribute lookup shows.
-_is_compiling = torch.compiler.is_compiling
-_dispatch_modes = torch._C._len_torch_dispatch_stack
-_function_modes = torch._C._is_torch_function_mode_enabled
-_functorch_active = torch._C._are_functorch_transforms_active
-_jit_tracing = torch._C._is_tracing
+_is_compiling = torch.compiler.is_compiling  # (bound once: plain_eager runs on every eager call)
 
 
 def plain_eager(*tensors) -> bool:
     """True when a public op may run its implementation without going through the dispatcher (which
-    costs ~20-50 us a call, as much as a cache-resident kernel): plain tensors, and no compiler,
-    tracer, vmap or dispatch/function mode watching. Same result either way."""
+    costs about as much as a cache-resident kernel): plain tensors, and no compiler, tracer, vmap or
+    dispatch/function mode watching. Same result either way."""
     # is_compiling first: under dynamo it is the constant True and nothing after it is traced
-    if _is_compiling() or _dispatch_modes() or _function_modes() or _functorch_active() or _jit_tracing():
+    if _is_compiling() or _probes is None or _probes.dispatch_modes() or _probes.function_modes() \
+            or _probes.functorch_active() or _probes.jit_tracing():
         return False
     for t in tensors:
         if t is not None and type(t) is not torch.Tensor:
@@ -134,7 +131,7 @@ def under_functorch() -> bool:
     """True inside torch.func transforms (grad, vmap, jvp, ...). The registered ops' autograd is not
     composable with them, so the public functions then run their differentiable reference formula
     (the same results; functorch transforms it like any PyTorch code)."""
-    return not _is_compiling() and _functorch_active()
+    return not _is_compiling() and (_probes is None or _probes.functorch_active())
 
 
 def needs_grad(*tensors) -> bool:
@@ -147,6 +144,39 @@ def needs_grad(*tensors) -> bool:
     return False
 
 
-def direct_call_ok(*tensors) -> bool:
-    """plain_eager and nothing that needs autograd: the implementation may run as a plain function."""
-    return plain_eager(*tensors) and not needs_grad(*tensors)
+class Op:
+    """How every public op runs, the same way for all six: the public function checks its arguments
+    once and calls its Op with the registered op's arguments. Then
+      - plain eager (plain_eager): `impl` directly, or, when autograd records the call, `impl` inside a
+        torch.autograd.Function whose context and backward are the registered op's own
+        `setup_context` / `backward` (so both paths run the same forward and backward functions);
+      - inside torch.func transforms: `reference`, the differentiable formula (a backward op has none:
+        the forward ran its reference there);
+      - otherwise (torch.compile, tracing, modes, tensor subclasses): the registered op `registered`
+        through the dispatcher (its implementation: the checks, then `impl`).
+    `impl` resolves the backend and runs it; it does not check its arguments. `name` names the eager
+    autograd node (``<name>_eagerBackward``)."""
+
+    def __init__(self, name, registered, impl, reference=None, setup_context=None, backward=None):
+        self.registered, self.impl, self.reference = registered, impl, reference
+        self.function = None
+        if backward is not None:
+            registered.register_autograd(backward, setup_context=setup_context)
+
+            def forward(ctx, *inputs):
+                out = impl(*inputs)
+                setup_context(ctx, inputs, out)
+                return out
+
+            self.function = type(f"{name}_eager", (torch.autograd.Function,),
+                                 {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+    def __call__(self, *inputs):
+        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+        if plain_eager(*tensors):
+            if self.function is not None and needs_grad(*tensors):
+                return self.function.apply(*inputs)
+            return self.impl(*inputs)
+        if self.reference is not None and under_functorch():
+            return self.reference(*inputs)
+        return self.registered(*inputs)

@@ -4,10 +4,8 @@
     s = 1 + scale (group_norm_silu's FiLM) or scale (adain's style scale); 1 without scale.
 
 ``norm_forward``/``norm_backward`` run one backend and return plain tensors; the public ops wrap them
-in ``torch.library`` registrations with autograd (what compiled, traced and vmapped code runs). Plain
-eager calls skip those layers (``eager_forward``: the implementation directly, or under the small
-``_EagerNorm`` autograd.Function when a gradient is needed): same formulas, a fraction of the call
-overhead, which on small maps costs more than the kernels. Kernels: csrc/cpu/kernels/group_norm.cpp,
+in ``torch.library`` registrations with autograd, run as every op runs (``_common.Op``: plain eager
+calls skip the dispatcher, with the registered autograd's own formulas). Kernels: csrc/cpu/kernels/group_norm.cpp,
 csrc/cuda/group_norm.cu, genkernels/triton/group_norm.py (argument order: csrc/common/norm_args.h).
 """
 from __future__ import annotations
@@ -19,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backend import resolve
-from ._common import (acc_dtype, check_param, check_tensor, dense_layout, direct_call_ok, empty_out, launch, needs_grad,
-                      param, to_layout)
+from ._common import Op, acc_dtype, check_param, check_tensor, dense_layout, empty_out, launch, param, to_layout
 from ._kernels import GroupNormBwd, GroupNormFwd
 
 Tensor = torch.Tensor
@@ -174,12 +171,12 @@ def norm_backward_op(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: 
                      ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`backend`: the one the forward ran on ("auto": resolve now)."""
     check_backward_args(dy, x, mean, rstd, weight, bias, scale, shift, num_groups)
-    return backward_on(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu,
-                       one_plus_scale)
+    return _backward_impl(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale,
+                          backend)
 
 
-def backward_on(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale):
-    """norm_backward_op's implementation (also called directly from eager autograd)."""
+def _backward_impl(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale, backend):
+    """norm_backward_op's implementation, without the argument checks."""
     backend = resolve("norm_backward", x.device, name=backend)
     return tuple(t.contiguous() if i else t for i, t in enumerate(
         norm_backward(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale)))
@@ -211,6 +208,9 @@ def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_
             x.new_empty((N, C), dtype=acc), x.new_empty((N, C), dtype=acc))
 
 
+_run_backward = Op("norm_backward", norm_backward_op, _backward_impl)
+
+
 def fake_forward(x, num_groups):
     N = x.shape[0]
     acc = acc_dtype(x.dtype)
@@ -224,39 +224,8 @@ def autograd_backward(ctx, gy, G, eps, silu, one_plus_scale):
     x, w, b, scale, shift, mean, rstd = ctx.saved_tensors
     if torch.is_grad_enabled():
         grads = differentiable_grads(gy, x, w, b, scale, shift, G, eps, silu, one_plus_scale)
-    elif direct_call_ok(gy, x, mean, rstd, w, b, scale, shift):  # plain eager: skip the dispatcher
-        grads = backward_on(ctx.backend, gy, x, mean, rstd, w, b, scale, shift, G, eps, silu, one_plus_scale)
     else:
-        grads = torch.ops.genkernels.norm_backward(gy, x, mean, rstd, w, b, scale, shift, G, eps, silu,
-                                                   one_plus_scale, ctx.backend)
+        grads = _run_backward(gy, x, mean, rstd, w, b, scale, shift, G, eps, silu, one_plus_scale, ctx.backend)
     need = ctx.needs_input_grad_for
     return [g.to(t.dtype) if (t is not None and n and g is not None) else None
             for g, t, n in zip(grads, (x, w, b, scale, shift), need)]
-
-
-class _EagerNorm(torch.autograd.Function):
-    """The family's autograd for plain eager calls: the registered ops' formulas (autograd_backward)
-    without the custom-op autograd wrapper and dispatcher round trips, which cost more than the
-    kernels on small maps (adain [8, 512, 4, 4] forward+backward ~100 us of ~300)."""
-
-    @staticmethod
-    def forward(ctx, x, w, b, scale, shift, G, eps, silu, one_plus_scale, backend):
-        y, mean, rstd = norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale)
-        ctx.save_for_backward(x, w, b, scale, shift, mean, rstd)
-        ctx.args = (G, eps, silu, one_plus_scale)
-        ctx.backend = backend
-        return y
-
-    @staticmethod
-    def backward(ctx, gy):
-        ctx.needs_input_grad_for = ctx.needs_input_grad[:5]
-        return (*autograd_backward(ctx, gy, *ctx.args), None, None, None, None, None)
-
-
-def eager_forward(op, x, G, w, b, scale, shift, eps, silu, one_plus_scale) -> Tensor:
-    """y of a public op called in plain eager mode (_common.plain_eager): the implementation directly,
-    under _EagerNorm when autograd records the call."""
-    backend = resolve(op, x.device)
-    if needs_grad(x, w, b, scale, shift):
-        return _EagerNorm.apply(x, w, b, scale, shift, G, eps, silu, one_plus_scale, backend)
-    return norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale)[0]

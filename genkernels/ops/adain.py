@@ -13,17 +13,26 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import check_eps, check_param, check_tensor, plain_eager, under_functorch
+from ._common import Op, check_eps, check_param, check_tensor
 
 Tensor = torch.Tensor
 OP = "adain"
 
 
+def _forward(x, style_scale, style_bias, eps):
+    """The registered op's implementation, without the argument checks."""
+    return _norm.norm_forward(resolve(OP, x.device), x, x.shape[1], None, None, style_scale, style_bias, eps,
+                              False, False)
+
+
+def _reference(x, style_scale, style_bias, eps):
+    return _norm.reference_forward(x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)
+
+
 @torch.library.custom_op("genkernels::adain", mutates_args=())
 def adain_op(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     check_args(x, style_scale, style_bias, eps)
-    backend = resolve(OP, x.device)
-    return _norm.norm_forward(backend, x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)
+    return _forward(x, style_scale, style_bias, eps)
 
 
 @adain_op.register_fake
@@ -48,7 +57,7 @@ def _backward(ctx, gy, _gmean, _grstd):
     return gx, gs, gb, None
 
 
-adain_op.register_autograd(_backward, setup_context=_setup_context)
+_run = Op(OP, adain_op, _forward, _reference, _setup_context, _backward)
 
 
 def check_args(x, style_scale, style_bias, eps) -> float:
@@ -71,11 +80,7 @@ def adain(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5)
     (kept); style_scale, style_bias: [N, C]. Statistics in float32 (float64 for float64 input).
     """
     eps = check_args(x, style_scale, style_bias, eps)
-    if plain_eager(x, style_scale, style_bias):
-        return _norm.eager_forward(OP, x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)
-    if under_functorch():
-        return _norm.reference_forward(x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)[0]
-    return adain_op(x, style_scale, style_bias, eps)[0]
+    return _run(x, style_scale, style_bias, eps)[0]
 
 
 def adain_reference(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5) -> Tensor:

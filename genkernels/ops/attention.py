@@ -40,7 +40,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..backend import current_backend, resolve
-from ._common import acc_dtype, check_tensor, launch, under_functorch
+from ._common import Op, acc_dtype, check_tensor, launch
 from ._kernels import AttentionBwd, AttentionFwd
 
 Tensor = torch.Tensor
@@ -205,6 +205,11 @@ def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Ten
                  heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     """(out, lse); heads > 0: token layout [B, L, H*d]."""
     check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
+    return _forward(q, k, v, key_padding_mask, scale, heads, is_causal)
+
+
+def _forward(q, k, v, key_padding_mask, scale, heads, is_causal=False):
+    """The registered op's implementation, without the argument checks."""
     backend = resolve(OP, q.device, gpu_order(q.dtype))
     return attention_forward(backend, q, k, v, key_padding_mask, scale, heads, is_causal)
 
@@ -226,6 +231,11 @@ def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Te
                           is_causal: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); `backend`: the one the forward ran on ("auto": resolve now)."""
     check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
+    return _backward_impl(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal)
+
+
+def _backward_impl(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal=False):
+    """attention_backward_op's implementation, without the argument checks."""
     backend = resolve(OP, q.device, gpu_order(q.dtype), name=backend)
     dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
@@ -264,8 +274,7 @@ def _backward(ctx, dout, _dlse):
     if torch.is_grad_enabled():  # double backward: through the differentiable reference
         dq, dk, dv = _reference_backward_graph(dout, q, k, v, mask, ctx.scale, ctx.heads, ctx.is_causal)
     else:
-        dq, dk, dv = torch.ops.genkernels.attention_backward(dout, q, k, v, out, lse, mask, ctx.scale,
-                                                             ctx.heads, ctx.backend, ctx.is_causal)
+        dq, dk, dv = _run_backward(dout, q, k, v, out, lse, mask, ctx.scale, ctx.heads, ctx.backend, ctx.is_causal)
     n = ctx.needs_input_grad
     return (dq if n[0] else None, dk if n[1] else None, dv if n[2] else None, None, None, None, None)
 
@@ -275,7 +284,8 @@ def _reference_backward_graph(dout, q, k, v, mask, scale, heads, is_causal):
     return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype), create_graph=True, allow_unused=True)
 
 
-attention_op.register_autograd(_backward, setup_context=_setup_context)
+_run = Op(OP, attention_op, _forward, reference_forward, _setup_context, _backward)
+_run_backward = Op("attention_backward", attention_backward_op, _backward_impl)
 
 
 # ----------------------------------------------------------------------------------- public API
@@ -350,9 +360,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
     is_causal: query i sees keys j <= i (top-left aligned, as torch SDPA)."""
     d = check_args(q, k, v, scale, key_padding_mask, heads, is_causal)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    if under_functorch():
-        return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]
-    return attention_op(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]
+    return _run(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,

@@ -42,8 +42,7 @@ import torch
 
 from .. import _native
 from ..backend import resolve
-from ._common import (FLOAT_DTYPES, acc_dtype, dense_layout, direct_call_ok, empty_out, launch, to_layout,
-                      under_functorch)
+from ._common import FLOAT_DTYPES, Op, acc_dtype, dense_layout, empty_out, launch, to_layout
 from ._kernels import DDIMStep
 
 Tensor = torch.Tensor
@@ -212,11 +211,24 @@ def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], 
     """kind: 0 DDIM, 1 DDPM fixed_small, 2 DDPM fixed_large. A tensor alpha overrides its *_value."""
     _check_op(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
               guidance_scale, clip_sample_range, prediction_type, kind)
-    backend = resolve(OP, sample.device)
-    return step_forward(backend, sample, model_output, noise,
+    return _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
+                    guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
+
+
+def _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
+             clip_sample_range, prediction_type, use_clipped_model_output, kind):
+    """The registered op's implementation, without the argument checks."""
+    return step_forward(resolve("ddpm_step" if kind else OP, sample.device), sample, model_output, noise,
                         alpha_t_value if alpha_t is None else alpha_t,
                         alpha_prev_value if alpha_prev is None else alpha_prev,
                         eta, guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
+
+
+def _reference(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
+               guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind):
+    return reference_forward(sample, model_output, noise, alpha_t_value if alpha_t is None else alpha_t,
+                             alpha_prev_value if alpha_prev is None else alpha_prev, eta, guidance_scale,
+                             clip_sample_range, prediction_type, use_clipped_model_output, kind)
 
 
 @ddim_step_op.register_fake
@@ -262,7 +274,7 @@ def _backward(ctx, g_prev, g_x0):
             gz.to(zd) if (n[2] and gz is not None) else None) + (None,) * 10
 
 
-ddim_step_op.register_autograd(_backward, setup_context=_setup_context)
+_run = Op(OP, ddim_step_op, _forward, _reference, _setup_context, _backward)
 
 
 # ----------------------------------------------------------------------------------- public API
@@ -380,12 +392,16 @@ def _check_op(sample, model_output, noise, alpha_t, alpha_prev, at_v, ap_v, eta,
     _check_eta(OP, eta, at, ap)
 
 
-def _draw(sample: Tensor, generator: torch.Generator) -> Tensor:
-    """torch.randn in sample's shape from `generator` (a CPU generator for device data draws on the
-    CPU and copies, as diffusers' randn_tensor does)."""
-    dev = sample.device if generator.device.type == sample.device.type else torch.device("cpu")
-    z = torch.randn(sample.shape, generator=generator, device=dev, dtype=sample.dtype)
-    return z.to(sample.device)
+def draw_noise(sample: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """torch.randn in sample's shape and dtype from `generator` (None: torch's default), as diffusers'
+    randn_tensor for one generator: a CPU generator for device data draws on the CPU and copies; a
+    generator of another device type is refused."""
+    dev = sample.device
+    if generator is not None and generator.device.type != dev.type:
+        if generator.device.type != "cpu":
+            raise ValueError(f"cannot draw {dev} noise from a {generator.device.type} generator")
+        dev = torch.device("cpu")
+    return torch.randn(sample.shape, generator=generator, device=dev, dtype=sample.dtype).to(sample.device)
 
 
 def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_prev, eta: float = 0.0,
@@ -416,20 +432,11 @@ def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
         if generator is None:
             raise ValueError(f"{OP}: eta > 0 needs `noise` (a tensor of sample's shape) or a `generator` "
                              "to draw it from")
-        noise = _draw(sample, generator)
+        noise = draw_noise(sample, generator)
     if eta == 0:
         noise = None  # diffusers adds no noise at eta = 0; do not read it
-    pred = PREDICTION_TYPES[prediction_type]
-    if direct_call_ok(sample, model_output, noise):
-        return step_forward(resolve(OP, sample.device), sample, model_output, noise,
-                            at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, eta, gs, clip, pred,
-                            use_clipped_model_output, KIND_DDIM)
-    if under_functorch():
-        return reference_forward(sample, model_output, noise, at_v if at_t is None else at_t,
-                                 ap_v if ap_t is None else ap_t, eta, gs, clip, pred, use_clipped_model_output,
-                                 KIND_DDIM)
-    return ddim_step_op(sample, model_output, noise, at_t, ap_t, at_v, ap_v, eta, gs, clip, pred,
-                        use_clipped_model_output, KIND_DDIM)
+    return _run(sample, model_output, noise, at_t, ap_t, at_v, ap_v, eta, gs, clip, PREDICTION_TYPES[prediction_type],
+                use_clipped_model_output, KIND_DDIM)
 
 
 def ddpm_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_prev,
@@ -450,16 +457,9 @@ def ddpm_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
         raise ValueError(f"ddpm_step: `variance_type` must be one of {list(DDPM_VARIANCE_TYPES)} (learned "
                          f"variances are not supported), got {variance_type!r}")
     if noise is None and generator is not None:
-        noise = _draw(sample, generator)
-    pred, kind = PREDICTION_TYPES[prediction_type], DDPM_VARIANCE_TYPES[variance_type]
-    if direct_call_ok(sample, model_output, noise):
-        return step_forward(resolve("ddpm_step", sample.device), sample, model_output, noise,
-                            at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, 0.0, gs, clip, pred,
-                            False, kind)
-    if under_functorch():
-        return reference_forward(sample, model_output, noise, at_v if at_t is None else at_t,
-                                 ap_v if ap_t is None else ap_t, 0.0, gs, clip, pred, False, kind)
-    return ddim_step_op(sample, model_output, noise, at_t, ap_t, at_v, ap_v, 0.0, gs, clip, pred, False, kind)
+        noise = draw_noise(sample, generator)
+    return _run(sample, model_output, noise, at_t, ap_t, at_v, ap_v, 0.0, gs, clip, PREDICTION_TYPES[prediction_type],
+                False, DDPM_VARIANCE_TYPES[variance_type])
 
 
 def ddim_step_reference(sample, model_output, alpha_prod_t, alpha_prod_t_prev, eta=0.0, noise=None, *,

@@ -16,10 +16,19 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import check_eps, check_param, check_tensor, plain_eager, under_functorch
+from ._common import Op, check_eps, check_param, check_tensor
 
 Tensor = torch.Tensor
 OP = "group_norm_silu"
+
+
+def _forward(x, num_groups, weight, bias, eps, scale, shift, silu):
+    """The registered op's implementation, without the argument checks."""
+    return _norm.norm_forward(resolve(OP, x.device), x, num_groups, weight, bias, scale, shift, eps, silu, True)
+
+
+def _reference(x, num_groups, weight, bias, eps, scale, shift, silu):
+    return _norm.reference_forward(x, num_groups, weight, bias, scale, shift, eps, silu, True)
 
 
 @torch.library.custom_op("genkernels::group_norm_silu", mutates_args=())
@@ -27,8 +36,7 @@ def group_norm_silu_op(x: Tensor, num_groups: int, weight: Optional[Tensor], bia
                        eps: float, scale: Optional[Tensor], shift: Optional[Tensor], silu: bool
                        ) -> Tuple[Tensor, Tensor, Tensor]:
     check_args(x, num_groups, weight, bias, scale, shift, "silu" if silu else None, eps)
-    backend = resolve(OP, x.device)
-    return _norm.norm_forward(backend, x, num_groups, weight, bias, scale, shift, eps, silu, True)
+    return _forward(x, num_groups, weight, bias, eps, scale, shift, silu)
 
 
 @group_norm_silu_op.register_fake
@@ -53,7 +61,7 @@ def _backward(ctx, gy, _gmean, _grstd):
     return gx, None, gw, gb, None, gs, gh, None
 
 
-group_norm_silu_op.register_autograd(_backward, setup_context=_setup_context)
+_run = Op(OP, group_norm_silu_op, _forward, _reference, _setup_context, _backward)
 
 
 def check_args(x, num_groups, weight, bias, scale, shift, act, eps) -> float:
@@ -84,11 +92,7 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     Statistics are computed in float32 (float64 for float64 input), exactly for inputs with a large mean.
     """
     eps = check_args(x, num_groups, weight, bias, scale, shift, act, eps)
-    if plain_eager(x, weight, bias, scale, shift):
-        return _norm.eager_forward(OP, x, num_groups, weight, bias, scale, shift, eps, act == "silu", True)
-    if under_functorch():
-        return _norm.reference_forward(x, num_groups, weight, bias, scale, shift, eps, act == "silu", True)[0]
-    return group_norm_silu_op(x, num_groups, weight, bias, eps, scale, shift, act == "silu")[0]
+    return _run(x, num_groups, weight, bias, eps, scale, shift, act == "silu")[0]
 
 
 def group_norm_silu_reference(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,

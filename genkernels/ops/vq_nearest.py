@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backend import resolve
-from ._common import acc_dtype, check_tensor, launch
+from ._common import Op, acc_dtype, check_tensor, launch
 from ._kernels import VQNearest
 
 Tensor = torch.Tensor
@@ -99,8 +99,12 @@ def nearest_forward(backend: str, z: Tensor, codebook: Tensor, cosine: bool) -> 
 def vq_nearest_op(z: Tensor, codebook: Tensor, cosine: bool) -> Tuple[Tensor, Tensor]:
     """(indices, min_sq_dist); no autograd (see the module docstring)."""
     check_args(z, codebook, cosine)
-    backend = resolve(OP, z.device)
-    return nearest_forward(backend, z, codebook, cosine)
+    return _forward(z, codebook, cosine)
+
+
+def _forward(z, codebook, cosine):
+    """The registered op's implementation, without the argument checks."""
+    return nearest_forward(resolve(OP, z.device), z, codebook, cosine)
 
 
 @vq_nearest_op.register_fake
@@ -108,6 +112,9 @@ def _(z, codebook, cosine):
     check_args(z, codebook, cosine)
     M = z.shape[0]
     return z.new_empty((M,), dtype=torch.int64), z.new_empty((M,), dtype=acc_dtype(z.dtype))
+
+
+_run = Op(OP, vq_nearest_op, _forward, reference_forward)
 
 
 # ----------------------------------------------------------------------------------- public API
@@ -143,7 +150,7 @@ def vq_nearest(z: Tensor, codebook: Tensor, *, cosine: bool = False) -> Tuple[Te
     this op (inputs are detached); see the module docstring.
     """
     check_args(z, codebook, cosine)
-    return vq_nearest_op(z.detach(), codebook.detach(), cosine)
+    return _run(z.detach(), codebook.detach(), cosine)
 
 
 def vq_nearest_reference(z: Tensor, codebook: Tensor, *, cosine: bool = False) -> Tuple[Tensor, Tensor]:
