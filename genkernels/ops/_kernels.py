@@ -14,48 +14,25 @@ from typing import NamedTuple, Optional
 from torch import Tensor
 
 
-class GroupNormFwd(NamedTuple):
-    x: Tensor
-    y: Tensor
-    weight: Optional[Tensor]
-    bias: Optional[Tensor]
-    scale: Optional[Tensor]
-    shift: Optional[Tensor]
-    mean: Tensor
-    rstd: Tensor
-    N: int
-    C: int
-    HW: int
-    G: int
-    silu: int
-    one_plus_scale: int
-    channels_last: int
-    eps: float
-    FAMILY = "group_norm"
-    KERNEL = "group_norm_fwd"
+def _kernel_args(name: str, family: str, kernel: str, fields):
+    """A NamedTuple class `name` of `fields` ([(name, type)]) for kernel `family`.`kernel`."""
+    args = NamedTuple(name, fields)
+    args.FAMILY, args.KERNEL = family, kernel
+    args.__module__ = __name__
+    return args
 
 
-class GroupNormBwd(NamedTuple):
-    dy: Tensor
-    x: Tensor
-    weight: Optional[Tensor]
-    bias: Optional[Tensor]
-    scale: Optional[Tensor]
-    shift: Optional[Tensor]
-    mean: Tensor
-    rstd: Tensor
-    dx: Tensor
-    sum_dz: Tensor
-    sum_dz_xhat: Tensor
-    N: int
-    C: int
-    HW: int
-    G: int
-    silu: int
-    one_plus_scale: int
-    channels_last: int
-    FAMILY = "group_norm"
-    KERNEL = "group_norm_bwd"
+def _tensors(*names):
+    return [(n, Optional[Tensor]) for n in names]
+
+
+# group_norm_fwd / group_norm_bwd: the same parameters, statistics and integers
+_NORM_PARAMS = _tensors("weight", "bias", "scale", "shift", "mean", "rstd")
+_NORM_INTS = [(n, int) for n in ("N", "C", "HW", "G", "silu", "one_plus_scale", "channels_last")]
+GroupNormFwd = _kernel_args("GroupNormFwd", "group_norm", "group_norm_fwd",
+                            _tensors("x", "y") + _NORM_PARAMS + _NORM_INTS + [("eps", float)])
+GroupNormBwd = _kernel_args("GroupNormBwd", "group_norm", "group_norm_bwd",
+                            _tensors("dy", "x") + _NORM_PARAMS + _tensors("dx", "sum_dz", "sum_dz_xhat") + _NORM_INTS)
 
 
 class DDIMStep(NamedTuple):
@@ -100,68 +77,16 @@ class VQNearest(NamedTuple):
     KERNEL = "vq_nearest"
 
 
-class AttentionFwd(NamedTuple):
-    q: Tensor
-    k: Tensor
-    v: Tensor
-    key_padding_mask: Optional[Tensor]
-    out: Tensor
-    lse: Tensor
-    B: int
-    H: int
-    Lq: int
-    Lk: int
-    D: int
-    q_sb: int
-    q_sh: int
-    q_sl: int
-    k_sb: int
-    k_sh: int
-    k_sl: int
-    v_sb: int
-    v_sh: int
-    v_sl: int
-    o_sb: int
-    o_sh: int
-    o_sl: int
-    causal: int
-    scale: float
-    FAMILY = "attention"
-    KERNEL = "attention_fwd"
+# attention_fwd / attention_bwd: the same sizes and element strides (batch, head, row) of q, k, v, out
+_ATTN_INTS = [(n, int) for n in ("B", "H", "Lq", "Lk", "D", "q_sb", "q_sh", "q_sl", "k_sb", "k_sh", "k_sl",
+                                 "v_sb", "v_sh", "v_sl", "o_sb", "o_sh", "o_sl", "causal")]
 
 
-class AttentionBwd(NamedTuple):
-    q: Tensor
-    k: Tensor
-    v: Tensor
-    key_padding_mask: Optional[Tensor]
-    out: Tensor
-    dout: Tensor
-    lse: Tensor
-    dq: Tensor
-    dk: Tensor
-    dv: Tensor
-    B: int
-    H: int
-    Lq: int
-    Lk: int
-    D: int
-    q_sb: int
-    q_sh: int
-    q_sl: int
-    k_sb: int
-    k_sh: int
-    k_sl: int
-    v_sb: int
-    v_sh: int
-    v_sl: int
-    o_sb: int
-    o_sh: int
-    o_sl: int
-    causal: int
-    scale: float
-    FAMILY = "attention"
-    KERNEL = "attention_bwd"
+AttentionFwd = _kernel_args("AttentionFwd", "attention", "attention_fwd",
+                            _tensors("q", "k", "v", "key_padding_mask", "out", "lse") + _ATTN_INTS + [("scale", float)])
+AttentionBwd = _kernel_args("AttentionBwd", "attention", "attention_bwd",
+                            _tensors("q", "k", "v", "key_padding_mask", "out", "dout", "lse", "dq", "dk", "dv")
+                            + _ATTN_INTS + [("scale", float)])
 
 
 KERNEL_ARGS = (GroupNormFwd, GroupNormBwd, DDIMStep, VQNearest, AttentionFwd, AttentionBwd)
