@@ -314,8 +314,9 @@ def _unet_cases(device: torch.device, quick: bool, reference: bool) -> List[Case
 
 # ------------------------------------------------------------------------------------------ StyleGAN
 # The synthesis network forward (batch 2 on CPU, 8 on CUDA; styles given, constant noise) at 64x64 and
-# 256x256, and one training step at 64x64 with both lazy regularisers due (step 0: the critic phase with
-# R1, the generator phase with path length, i.e. adain's double backward), gradients of every parameter
+# 256x256, and training steps at 64x64 with the lazy regularisers due (step 0): the critic phase with R1
+# alone (``train_step_r1``), and both phases (``train_step_r1_pl``: R1, then the generator phase with path
+# length, i.e. adain's double backward, which torch.compile cannot run), gradients of every parameter
 # (the optimizer update is left out). The paper's channels (min(512, 16384 / resolution), 512-d z and w)
 # on CUDA, 1/8 of them on CPU. Impls: ``eager`` / ``compile``: the same weights with AdaIN written in
 # plain PyTorch (instance_norm * scale + bias, and torch.compile of it); ``genkernels[b]``: the model as
@@ -355,7 +356,7 @@ def _with_torch_adain(model: torch.nn.Module) -> torch.nn.Module:
     return plain
 
 
-def _stylegan_setup(size: int, pass_: str, device):
+def _stylegan_setup(size: int, pass_: str, device, phases=("d", "g")):
     def setup(names):
         from .models.stylegan import StyleGAN
         cfg = stylegan_config(size, device)
@@ -386,7 +387,7 @@ def _stylegan_setup(size: int, pass_: str, device):
                 def step(net=net, x=x, params=params):
                     torch.manual_seed(0)
                     grads = []
-                    for phase in ("d", "g"):
+                    for phase in phases:
                         loss, _ = net({"image": x}, phase=phase, step=0)
                         grads += torch.autograd.grad(loss, [p for p in params if p.requires_grad],
                                                      allow_unused=True)
@@ -401,7 +402,7 @@ def _stylegan_setup(size: int, pass_: str, device):
 
 @register("stylegan")
 def _stylegan_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
-    """StyleGAN synthesis forward at 64x64 and 256x256, a training step with R1 and path length at 64x64."""
+    """StyleGAN synthesis forward at 64x64 and 256x256; training steps at 64x64 (R1; R1 and path length)."""
     from .models.stylegan import StyleGAN
     out = []
     for size in STYLEGAN_SIZES[:1 if quick else None]:
@@ -416,7 +417,8 @@ def _stylegan_cases(device: torch.device, quick: bool, reference: bool) -> List[
                         x_bytes, _stylegan_setup(size, "fwd", device), impl_names(device, reference=True), info))
         if size == 64:
             params = sum(p.numel() * 4 for p in meta.parameters())
-            out.append(Case("stylegan", f"train_step_r1_pl_{size}", torch.float32, "nchw", "fwd+bwd", device,
-                            3 * params + 2 * x_bytes, x_bytes, _stylegan_setup(size, "train", device),
-                            impl_names(device, reference=True), info))
+            for name, phases in (("r1", ("d",)), ("r1_pl", ("d", "g"))):
+                out.append(Case("stylegan", f"train_step_{name}_{size}", torch.float32, "nchw", "fwd+bwd", device,
+                                3 * params + 2 * x_bytes, x_bytes, _stylegan_setup(size, "train", device, phases),
+                                impl_names(device, reference=True), info))
     return out

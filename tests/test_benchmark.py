@@ -159,3 +159,10 @@ def test_chart_has_speedup_and_roofline_panels(tmp_path):
     heights = [[round(p.get_height(), 3) for p in ax.patches] for ax in axes.flat]
     assert heights == [[1.333, 2.0], [0.75, 1.5], [25.0, 33.333, 50.0]]
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_stylegan_cases_include_the_r1_step_that_compile_can_run():
+    # the R1-only critic step is the training step with a torch.compile figure (the path-length
+    # phase cannot be compiled); cases are described on the meta device, nothing is built here
+    shapes = [c.shape for c in gb.cases("stylegan", "cpu", quick=False, reference=True)]
+    assert shapes == ["synthesis_64", "train_step_r1_64", "train_step_r1_pl_64", "synthesis_256"]
