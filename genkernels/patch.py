@@ -18,6 +18,7 @@ per-instance ``forward`` that the swap would bypass), never from names:
 | ``instance_norm`` | ``nn.InstanceNorm2d`` without running statistics | ``genkernels.nn.InstanceNorm2d`` (the adain kernel family) |
 | ``vq_quantizer`` | diffusers ``VectorQuantizer`` | ``FusedVectorQuantizer`` (class swap): ``vq_nearest`` |
 | ``scheduler`` | a pipeline's diffusers ``DDIMScheduler`` / ``DDPMScheduler`` | ``genkernels.nn`` scheduler (one fused step) |
+| ``conv2d`` / ``linear`` | plain ``nn.Conv2d`` / ``nn.Linear`` inside a diffusers model (``ModelMixin``) | class swap: ``genkernels.models.onednn`` (float32 CPU inference on oneDNN weights reordered once; convolutions return channels_last) |
 
 Parameters are never copied: replacements share the original ``Parameter`` objects, so ``state_dict`` keys,
 optimizer state and ``model.to(...)`` work unchanged. Class swaps keep the module object itself.
@@ -45,18 +46,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backend import BACKENDS, backend_error, use_backend
+from .models import onednn
 from .nn import DDIMScheduler, DDPMScheduler, GroupNormSiLU, InstanceNorm2d
 from .ops.attention import attention
 
-OPS = ("group_norm_silu", "adain", "attention", "vq_nearest", "ddim_step", "ddpm_step")
+# the fused ops, and "onednn": diffusers models' convolutions and linear layers on reordered weights
+OPS = ("group_norm_silu", "adain", "attention", "vq_nearest", "ddim_step", "ddpm_step", "onednn")
 KIND_OP = {"resnet_block": "group_norm_silu", "norm_out": "group_norm_silu", "group_norm_silu": "group_norm_silu",
            "instance_norm": "adain", "attention": "attention", "multihead_attention": "attention",
-           "vq_quantizer": "vq_nearest", "scheduler": "ddim_step/ddpm_step"}
+           "vq_quantizer": "vq_nearest", "scheduler": "ddim_step/ddpm_step", "conv2d": "onednn", "linear": "onednn"}
 _STATE = "_genkernels_patch"  # the undo records, kept on the patched object
 _NOTES = {
     "attention": "attention: calls with an attention_mask run the replaced diffusers processor",
     "multihead_attention": ("multihead_attention: calls with need_weights=True (torch's default), attn_mask, "
                             "is_causal, a float key_padding_mask or dropout in training run torch's forward"),
+    "conv2d": "conv2d: float32 CPU inference returns channels_last tensors (the same values; .contiguous() for NCHW)",
     "scheduler": ("scheduler: a pipeline loop that combines [uncond; cond] itself (StableDiffusionPipeline) calls "
                   "the fused step with the guided output; CFG is fused only where a loop passes guidance_scale"),
 }
@@ -155,6 +159,7 @@ class _Diffusers:
     """The diffusers classes the patch knows (imported only when diffusers already is)."""
 
     def __init__(self):
+        from diffusers import ModelMixin
         from diffusers.models import attention_processor as ap
         from diffusers.models.autoencoders import vae
         from diffusers.models.resnet import ResnetBlock2D
@@ -163,7 +168,7 @@ class _Diffusers:
         from diffusers.schedulers import DDIMScheduler as DDIM, DDPMScheduler as DDPM
 
         from . import diffusers as gkd
-        self.gkd = gkd
+        self.gkd, self.ModelMixin = gkd, ModelMixin
         self.ResnetBlock2D, self.Attention, self.VectorQuantizer = ResnetBlock2D, ap.Attention, vae.VectorQuantizer
         self.sdpa_processor, self.classic_processor = ap.AttnProcessor2_0, ap.AttnProcessor
         # forwards that call conv_act(conv_norm_out(x)) with nothing in between (GroupNorm configs)
@@ -207,9 +212,15 @@ class _Patcher:
 
     def module(self, root: nn.Module, prefix: str = ""):
         considered = set()  # ids of GroupNorms that belong to a structure handled (or declined) above
+        d = self.d
+        # the layers of diffusers models, whose forwards accept channels_last activations (tested)
+        in_diffusers = ({id(s) for m in root.modules() if isinstance(m, d.ModelMixin) for s in m.modules()}
+                        if d is not None and self.wants("conv2d") else set())
         for path, m in list(root.named_modules()):
             path = f"{prefix}.{path}".strip(".") if prefix else path
-            t, d = type(m), self.d
+            t = type(m)
+            if t in onednn.SWAPS and id(m) in in_diffusers:
+                self.reordered(path, m)
             if d is not None:
                 if t is d.ResnetBlock2D:
                     considered.update((id(m.norm1), id(m.norm2)))
@@ -239,6 +250,15 @@ class _Patcher:
                 self.mha(path, m)
             if t is nn.GroupNorm and id(m) not in considered and self.wants("group_norm_silu"):
                 self.leave(path, "group_norm", "not followed by SiLU in an nn.Sequential or a known diffusers block")
+
+    def reordered(self, path: str, m: nn.Module):
+        kind = "conv2d" if type(m) is nn.Conv2d else "linear"
+        why = _bypassed(m)
+        if why:
+            return self.leave(path, kind, why)
+        self.records.append(("onednn", m, type(m)))
+        m.__class__ = onednn.SWAPS[type(m)]
+        self.done(path, kind)
 
     def pair(self, path: str, owner: nn.Module, norm: str, act: str, kind: str):
         if not self.wants(kind):
@@ -421,6 +441,8 @@ def unpatch(model) -> int:
             setattr(rec[1], rec[2], rec[3])
         elif kind == "hook":
             rec[1].remove()
+        elif kind == "onednn":
+            onednn.restore(rec[1], rec[2])
     if records:
         if isinstance(model, nn.Module):
             delattr(model, _STATE)

@@ -57,6 +57,12 @@ def n_of(model, cls):
     return sum(isinstance(m, cls) for m in model.modules())
 
 
+def reordered(*models):
+    """The report counts of a diffusers model's plain convolutions and linear layers (onednn class swaps)."""
+    return {"conv2d": sum(type(m) is nn.Conv2d for x in models for m in x.modules()),
+            "linear": sum(type(m) is nn.Linear for x in models for m in x.modules())}
+
+
 def close(a, b, dtype, what):
     """Within dtype rounding, relative to the output's scale (errors add up through the layers)."""
     tol = {torch.float32: 2e-5, torch.bfloat16: 3e-2}[dtype] * max(1.0, b.float().abs().max().item())
@@ -75,7 +81,9 @@ def check_patch_unpatch(model, run, dtype=torch.float32):
     assert all(after_params[k] is params[k] for k in params), "weights must be shared, not copied"
     with torch.no_grad():
         close(run(model), before, dtype, type(model).__name__)
+        copy.deepcopy(model)   # with oneDNN's reordered weights cached (opaque tensors, not copied)
     assert genkernels.unpatch(model) > 0
+    assert not any("_onednn" in m.__dict__ for m in model.modules()), "unpatch drops the reordered weights"
     with torch.no_grad():
         assert torch.equal(run(model), before), "unpatch must restore bit-identical outputs"
     return report
@@ -87,8 +95,9 @@ def test_unet2d_condition(dtype):
     unet = tiny_unet_cond().to(dtype)
     x, t, c = unet_cond_inputs(dtype)
     report = check_patch_unpatch(unet, lambda m: m(x, t, c).sample, dtype)
-    assert report.counts() == {"resnet_block": n_of(unet, ResnetBlock2D), "attention": n_of(unet, Attention), "norm_out": 1}
-    assert type(unet.down_blocks[0].resnets[0]) is ResnetBlock2D
+    assert report.counts() == {"resnet_block": n_of(unet, ResnetBlock2D), "attention": n_of(unet, Attention), "norm_out": 1,
+                               **reordered(unet)}
+    assert type(unet.down_blocks[0].resnets[0]) is ResnetBlock2D and type(unet.conv_in) is nn.Conv2d
     assert all(type(m.processor) is AttnProcessor2_0 for m in unet.modules() if isinstance(m, Attention))
     # the transformer blocks' GroupNorm feeds proj_in, not a SiLU: left, with the reason
     assert {k for _, k, _ in report.left} == {"group_norm"}
@@ -98,7 +107,8 @@ def test_unet2d_scale_shift_training_gradients():
     unet = tiny_unet()
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 500])
     report = check_patch_unpatch(unet, lambda m: m(x, t).sample)
-    assert report.counts() == {"resnet_block": n_of(unet, ResnetBlock2D), "attention": n_of(unet, Attention), "norm_out": 1}
+    assert report.counts() == {"resnet_block": n_of(unet, ResnetBlock2D), "attention": n_of(unet, Attention), "norm_out": 1,
+                               **reordered(unet)}
     assert all(b.time_embedding_norm == "scale_shift" for b in unet.modules() if isinstance(b, ResnetBlock2D))
 
     ref = copy.deepcopy(unet).train()
@@ -116,7 +126,7 @@ def test_autoencoder_kl():
     vae = tiny_vae()
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     report = check_patch_unpatch(vae, lambda m: m(x, sample_posterior=False).sample)
-    assert report.counts() == {"resnet_block": n_of(vae, ResnetBlock2D), "attention": 2, "norm_out": 2}
+    assert report.counts() == {"resnet_block": n_of(vae, ResnetBlock2D), "attention": 2, "norm_out": 2, **reordered(vae)}
 
 
 def test_vq_model():
@@ -158,9 +168,11 @@ def test_pipeline_float32_and_scheduler_swap():
 
     with torch.no_grad():
         before = run(pipe)
+    swaps = reordered(pipe.unet, vae)   # not the text encoder (transformers')
     report = genkernels.patch(pipe)
     assert report.counts() == {"scheduler": 1, "norm_out": 3, "resnet_block": n_of(pipe.unet, ResnetBlock2D) + n_of(vae, ResnetBlock2D),
-                               "attention": n_of(pipe.unet, Attention) + n_of(vae, Attention)}
+                               "attention": n_of(pipe.unet, Attention) + n_of(vae, Attention),
+                               **swaps}
     assert isinstance(pipe.scheduler, genkernels.nn.DDIMScheduler)
     assert any(n.startswith("scheduler:") for n in report.notes) and "note: scheduler" in str(report)
     assert any(p.startswith("vae.") for p, _ in report.patched) and any(p.startswith("unet.") for p, _ in report.patched)

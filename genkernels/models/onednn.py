@@ -91,15 +91,22 @@ class Linear(_Reordered, nn.Linear):
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+SWAPS = {nn.Conv2d: Conv2d, nn.Linear: Linear}   # plain torch class -> its oneDNN subclass
+
+
 def use_onednn(module: nn.Module) -> nn.Module:
     """Every plain ``nn.Conv2d`` / ``nn.Linear`` in `module` becomes this file's subclass, in place (a class
     swap: parameters, state_dict keys, hooks and training untouched). Returns `module`."""
     for m in module.modules():
-        if type(m) is nn.Conv2d:
-            m.__class__ = Conv2d
-        elif type(m) is nn.Linear:
-            m.__class__ = Linear
+        if type(m) in SWAPS:
+            m.__class__ = SWAPS[type(m)]
     return module
 
 
-__all__ = ["Conv2d", "Linear", "use_onednn"]
+def restore(m: nn.Module, cls: type) -> None:
+    """Undo a class swap of `m` to `cls` (genkernels.unpatch), dropping the reordered weights with it."""
+    m.__dict__.pop("_onednn", None)
+    m.__class__ = cls
+
+
+__all__ = ["Conv2d", "Linear", "SWAPS", "use_onednn", "restore"]
