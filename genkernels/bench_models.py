@@ -206,9 +206,10 @@ def _unet_shape(device, loop: bool):
     from .models.unet import SD15_UNET
     if device.type == "cuda":
         return dict(SD15_UNET), 64, torch.float16
-    # half (step) / quarter (loop) width with SD 1.5's head sizes (40, 80, 160): 4 / 2 heads per level
-    widths, heads = ((80, 160, 320, 320), 2) if loop else ((160, 320, 640, 640), 4)
-    return dict(SD15_UNET, block_out_channels=widths, attention_head_dim=heads), 8 if loop else 16, torch.float32
+    # half width with SD 1.5's head sizes (40, 80, 160): 4 heads per level (at quarter width the first level's
+    # 80 channels would not divide into SD's 32 groups); the loop on 8x8 latents, the step on 16x16
+    cfg = dict(SD15_UNET, block_out_channels=(160, 320, 640, 640), attention_head_dim=4)
+    return cfg, 8 if loop else 16, torch.float32
 
 
 def _unet_pair(cfg, device, dtype):
@@ -256,8 +257,9 @@ def _cfg_loop_diffusers(unet, sched, x, ctx):
 
 def _cfg_loop_ours(unet, sched, x, ctx):
     sched.set_timesteps(UNET_STEPS)
-    for t in sched.timesteps:
-        x = sched.step(unet(torch.cat([x, x]), t, ctx), t, x, guidance_scale=UNET_GUIDANCE).prev_sample
+    with unet.cached_context():   # the text embeddings' keys / values projected once per call
+        for t in sched.timesteps:
+            x = sched.step(unet(torch.cat([x, x]), t, ctx), t, x, guidance_scale=UNET_GUIDANCE).prev_sample
     return x
 
 
