@@ -290,10 +290,42 @@ def _unet_loop_setup(device):
     return setup
 
 
+# SD 1.5's VAE decode (one image): diffusers' AutoencoderKL (eager, torch.compile) vs
+# genkernels.models.vae loaded from it. GPU: full width, 64x64 latents, float16; CPU: half width, 16x16, float32.
+def _vae_shape(device):
+    """(decoder widths, latent size, dtype) of the decode case on `device`."""
+    if device.type == "cuda":
+        return (128, 256, 512, 512), 64, torch.float16
+    return (64, 128, 256, 256), 16, torch.float32
+
+
+def _vae_decode_setup(device):
+    def setup(names):
+        from .bench_patch import _Decoder, sd_vae
+        from .models.vae import load_diffusers_vae
+        width, size, dtype = _vae_shape(device)
+        theirs = sd_vae(width, size).to(device=device, dtype=dtype)
+        ours = load_diffusers_vae(theirs).to(device=device, dtype=dtype).eval()
+        z = torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+        out = {}
+        for name in names:
+            if name in (EAGER, COMPILE):
+                dec = _Decoder(theirs)
+                if name == COMPILE:
+                    torch._dynamo.reset()
+                    dec = torch.compile(dec, dynamic=False)
+                out[name] = make_pass(dec, [z])
+            else:
+                out[name] = make_pass(ours.decode, [z], backend=backend_of(name))
+        return out
+    return setup
+
+
 @register("unet")
 def _unet_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
     """SD 1.5's UNet: one denoising step at batch 2 with 77 tokens, and a 20-step DDIM + CFG loop
-    (diffusers eager and torch.compile vs genkernels.models.unet per backend)."""
+    (diffusers eager and torch.compile vs genkernels.models.unet per backend); its VAE's decode."""
+    from .bench_patch import sd_vae
     from .models.unet import UNet, UNetConfig
     out = []
     for loop in ((False,) if quick else (False, True)):
@@ -311,6 +343,14 @@ def _unet_cases(device: torch.device, quick: bool, reference: bool) -> List[Case
             out.append(Case("unet", f"step_2x4x{size}x{size}_ctx{UNET_TOKENS}", dtype, f"width {width}", "fwd",
                             device, params + 2 * x_bytes, x_bytes, _unet_step_setup(device),
                             impl_names(device, reference=True), {"model": "sd15 unet", "batch": 2}))
+    if not quick:
+        widths, size, dtype = _vae_shape(device)
+        with torch.device("meta"):
+            params = sum(p.numel() for p in sd_vae(widths, size).decoder.parameters()) * dtype.itemsize
+        image_bytes = 3 * (8 * size) ** 2 * dtype.itemsize
+        out.append(Case("unet", f"vae_decode_1x4x{size}x{size}", dtype, "width " + "x".join(map(str, widths)), "fwd",
+                        device, params + image_bytes, image_bytes, _vae_decode_setup(device),
+                        impl_names(device, reference=True), {"model": "sd15 vae", "batch": 1}))
     return out
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import Attention, GroupNormSiLU
+from .onednn import use_onednn
 
 Tensor = torch.Tensor
 
@@ -88,7 +89,8 @@ class ResnetBlock2D(nn.Module):
         h = self.conv2(self.dropout(self.norm2(h, scale=scale, shift=shift)))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
-        return (x + h) / self.output_scale_factor
+        out = x + h
+        return out if self.output_scale_factor == 1 else out / self.output_scale_factor
 
 
 # ----------------------------------------------------------------------------------------- attention
@@ -111,7 +113,8 @@ class SpatialSelfAttention(Attention):
         if x.dim() != 4:
             raise ValueError(f"SpatialSelfAttention: `x` must be [N, C, H, W], got shape {tuple(x.shape)}")
         h = self.group_norm(x) if self.group_norm is not None else x
-        return (super().forward(h) + x) / self.rescale_output_factor
+        out = super().forward(h) + x
+        return out if self.rescale_output_factor == 1 else out / self.rescale_output_factor
 
 
 # ----------------------------------------------------------------------------------------- resampling
@@ -314,12 +317,14 @@ class Encoder(nn.Module):
         self.mid_block = UNetMidBlock2D(chans[-1], groups=norm_num_groups, add_attention=mid_block_add_attention)
         self.conv_norm_out = GroupNormSiLU(norm_num_groups, chans[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(chans[-1], 2 * out_channels if double_z else out_channels, 3, padding=1)
+        use_onednn(self)   # inference: convolutions and linear layers on weights reordered once
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_in(x)
         for block in self.down_blocks:
             x = block(x)
-        return self.conv_out(self.conv_norm_out(self.mid_block(x)))
+        # NCHW out whatever layout the convolutions computed in (onednn.py: channels_last)
+        return self.conv_out(self.conv_norm_out(self.mid_block(x))).contiguous()
 
 
 class Decoder(nn.Module):
@@ -338,9 +343,10 @@ class Decoder(nn.Module):
             for i, c in enumerate(chans)])
         self.conv_norm_out = GroupNormSiLU(norm_num_groups, chans[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(chans[-1], out_channels, 3, padding=1)
+        use_onednn(self)   # as the Encoder
 
     def forward(self, z: Tensor) -> Tensor:
         x = self.mid_block(self.conv_in(z))
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(self.conv_norm_out(x))
+        return self.conv_out(self.conv_norm_out(x)).contiguous()
