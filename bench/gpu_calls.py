@@ -1,6 +1,8 @@
 """Calls every genkernels GPU kernel once (tests/op_calls.py: forward and backward, small odd shapes,
 NCHW and channels_last) in fp32 and fp16 on each GPU backend (GK_BACKENDS: a comma list to restrict),
-plain or under compute-sanitizer. GK_GRAPH=1: each call is captured in a CUDA graph and replayed.
+plain or under compute-sanitizer. GK_GRAPH=1: each call is captured in a CUDA graph and replayed (the
+cuda backend's scratch `workspace` is a torch allocation, so a captured call takes it from the graph's
+private memory pool, which lives as long as the graph).
 Python-level errors are reported as WARN (as FAIL with GK_GRAPH=1); a CUDA error exits 1."""
 import os
 import sys

@@ -107,25 +107,29 @@ def nbytes(t: Optional[torch.Tensor]) -> int:
     return end * t.element_size()
 
 
-_layouts: dict = {}  # (module name, NamedTuple class) -> (number of tensors, number of tensors + ints)
+_layouts: dict = {}  # (module, NamedTuple class) -> layout()
 
 
 def layout(mod, args_type) -> tuple:
-    """Where the tensors and the ints of `args_type`'s fields end, after checking the fields against
-    the native signature of kernel `args_type.KERNEL` in `mod` (once per module and kernel)."""
-    key = (mod.__name__, args_type)
+    """(n_tensors, n_tensors + n_ints, workspace): where the tensors and the ints of `args_type`'s
+    fields end, and whether the kernel takes a scratch `workspace` after its tensors (the CUDA
+    modules), after checking the fields against the native signature of kernel `args_type.KERNEL`
+    in `mod` (once per module and kernel)."""
+    key = (mod, args_type)
     found = _layouts.get(key)
     if found is None:
         sig = mod.kernel_args().get(args_type.KERNEL)
         if sig is None:
             raise RuntimeError(f"{mod.__name__} has no kernel {args_type.KERNEL!r}")
         ptrs, ints, floats = sig
+        workspace = ptrs[-1:] == ("workspace",)
+        ptrs = ptrs[:-1] if workspace else ptrs
         if tuple(args_type._fields) != tuple(ptrs) + tuple(ints) + tuple(floats):
             raise RuntimeError(
                 f"{args_type.__name__} fields {args_type._fields} do not match the arguments of "
                 f"{mod.__name__}.{args_type.KERNEL}: tensors {ptrs}, ints {ints}, floats {floats} "
                 "(csrc/common/*_args.h and genkernels/ops/_kernels.py must agree)")
-        found = _layouts[key] = (len(ptrs), len(ptrs) + len(ints))
+        found = _layouts[key] = (len(ptrs), len(ptrs) + len(ints), workspace)
     return found
 
 
@@ -140,17 +144,29 @@ def call(args, dtype: torch.dtype) -> None:
     else:
         mod = load("_C_cuda")
         ctx = (dev.index, torch.cuda.current_stream(dev).cuda_stream)
-    n_ptrs, n_ints = layout(mod, type(args))
+    n_ptrs, n_ints, workspace = layout(mod, type(args))
     tensors = args[:n_ptrs]
-    ptrs = [0 if t is None else t.data_ptr() for t in tensors]
-    sizes = [nbytes(t) for t in tensors]
-    fn = getattr(mod, args.KERNEL)
-    code = DTYPE_CODES[dtype]
-    ints, floats = args[n_ptrs:n_ints], args[n_ints:]
+    native = (DTYPE_CODES[dtype], [0 if t is None else t.data_ptr() for t in tensors], [nbytes(t) for t in tensors],
+              args[n_ptrs:n_ints], args[n_ints:])
     if profiler_on():
         # a range `genkernels::<kernel>`: the eager fast path skips the dispatcher, so the profiler
         # (and the benchmark's launch count) would not see the kernel otherwise
         with torch.profiler.record_function("genkernels::" + args.KERNEL):
-            fn(code, ptrs, sizes, ints, floats, *ctx)
+            _run(mod, args.KERNEL, workspace, dev, native, ctx)
     else:  # (no context manager: a few us on calls that are mostly overhead)
-        fn(code, ptrs, sizes, ints, floats, *ctx)
+        _run(mod, args.KERNEL, workspace, dev, native, ctx)
+
+
+def _run(mod, kernel: str, workspace: bool, dev: torch.device, native: tuple, ctx: tuple) -> None:
+    """mod.kernel(*native, *ctx); a kernel with a scratch `workspace` (the CUDA modules) first asks for
+    its size and gets it from torch's allocator, like every other tensor: memory statistics,
+    peak-memory figures, CUDA graphs (the capture's private pool) and allocator settings see it. It is
+    freed on return; the caching allocator hands it out again only to later work on the same stream."""
+    fn = getattr(mod, kernel)
+    if not workspace:
+        fn(*native, *ctx)
+        return
+    code, ptrs, sizes, ints, floats = native
+    need = getattr(mod, kernel + "_workspace")(*native, *ctx)
+    ws = torch.empty(need, dtype=torch.uint8, device=dev) if need else None
+    fn(code, ptrs + [0 if ws is None else ws.data_ptr()], sizes + [need], ints, floats, *ctx)

@@ -279,8 +279,8 @@ def _attention_fwd_raw(B, H, Lq, Lk, D, claimed_bytes):
     is refused never touches them."""
     from genkernels import _native
     buf = torch.zeros(4)
-    ptrs = [buf.data_ptr()] * 3 + [0] + [buf.data_ptr()] * 2
-    sizes = [claimed_bytes] * 3 + [0] + [claimed_bytes] * 2
+    ptrs = [buf.data_ptr()] * 3 + [0] + [buf.data_ptr()] * 2 + [0]  # last: the workspace (none needed)
+    sizes = [claimed_bytes] * 3 + [0] + [claimed_bytes] * 2 + [0]
     q_s, k_s = [H * Lq * D, Lq * D, D], [H * Lk * D, Lk * D, D]
     ints = [B, H, Lq, Lk, D] + q_s + k_s + k_s + q_s + [0]
     _native.load("_C_cuemu").attention_fwd(_native.DTYPE_CODES[torch.float32], ptrs, sizes, ints, [1.0], 1)

@@ -234,3 +234,28 @@ def test_public_ops_with_autograd_on_a_side_stream():
         close(got, ref, torch.float16, 1.0 if name == "x" else 4.0, what=f"grad {name}")
     a64 = genkernels.adain_reference(x.detach().double(), (p["scale"] + 1).double(), p["shift"].double())
     close(a, a64, torch.float16, what="adain")
+
+
+def test_scratch_counts_in_torchs_memory_statistics(monkeypatch):
+    """The kernels' scratch `workspace` comes from torch's allocator (genkernels/_native.py), so
+    torch.cuda's peak-memory statistics, and with them benchkit.peak_extra_bytes, count it: the call's
+    peak is at least its output plus the workspace the kernel asked for."""
+    mod, asked = _native.load("_C_cuda"), []
+
+    class Recording:  # _C_cuda, recording the sizes its kernels ask for
+        def __getattr__(self, name):
+            fn = getattr(mod, name)
+            if not name.endswith("_workspace"):
+                return fn
+            return lambda *args: asked.append(fn(*args)) or asked[-1]
+
+    monkeypatch.setattr(_native, "load", lambda name, real=_native.load: Recording() if name == "_C_cuda" else real(name))
+    x = torch.randn(2, 320, 64, 64, device="cuda")
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with genkernels.use_backend("cuda"):
+        y = genkernels.group_norm_silu(x, 32)
+    torch.cuda.synchronize()
+    assert len(asked) == 1 and asked[0] > 0
+    assert torch.cuda.max_memory_allocated() - base >= y.numel() * y.element_size() + asked[0]

@@ -17,9 +17,10 @@ def test_every_kernel_is_named_alike_on_both_sides(module):
     mod = _native.load(module)
     assert set(mod.kernel_args()) == {a.KERNEL for a in KERNEL_ARGS}
     for args in KERNEL_ARGS:
-        n_ptrs, n_ints = _native.layout(mod, args)
+        n_ptrs, n_ints, workspace = _native.layout(mod, args)
         ptrs, ints, floats = mod.kernel_args()[args.KERNEL]
-        assert (n_ptrs, n_ints, len(args._fields)) == (len(ptrs), len(ptrs) + len(ints), n_ints + len(floats))
+        assert workspace == (module != "_C") == (ptrs[-1] == "workspace")  # the CUDA kernels' scratch
+        assert (n_ptrs + workspace, n_ints - n_ptrs, len(args._fields)) == (len(ptrs), len(ints), n_ints + len(floats))
 
 
 def _gn_fields(swap=None):
@@ -79,12 +80,17 @@ def test_a_kernel_the_module_lacks_is_refused():
 def test_a_wrong_count_is_refused_by_the_native_side(module):
     mod = _native.load(module)
     args = GroupNormFwd(**_gn_args())
-    n_ptrs, n_ints = _native.layout(mod, GroupNormFwd)
+    n_ptrs, n_ints, workspace = _native.layout(mod, GroupNormFwd)
     tensors = args[:n_ptrs]
     ptrs = [0 if t is None else t.data_ptr() for t in tensors]
     sizes = [_native.nbytes(t) for t in tensors]
     ints, floats = list(args[n_ptrs:n_ints]), list(args[n_ints:])
-    for p, n, i, f in ((ptrs[:-1], sizes[:-1], ints, floats), (ptrs, sizes, ints + [0], floats),
+    ws = []  # the emulated CUDA kernel's scratch, last
+    if workspace:
+        need = mod.group_norm_fwd_workspace(0, ptrs, sizes, ints, floats, 1)
+        ws = [torch.empty(need, dtype=torch.uint8)]
+    ptrs, sizes = ptrs + [t.data_ptr() for t in ws], sizes + [t.numel() for t in ws]
+    for p, n, i, f in ((ptrs[1:], sizes[1:], ints, floats), (ptrs, sizes, ints + [0], floats),
                        (ptrs, sizes, ints, []), (ptrs, sizes[:-1], ints, floats)):
         with pytest.raises(ValueError, match="group_norm_fwd: wrong number of native arguments"):
             mod.group_norm_fwd(0, p, n, i, f, 1)

@@ -28,18 +28,12 @@ GK_ARGS_BEGIN
 #define GK_ATTN_INTS \
   "B H Lq Lk D q_sb q_sh q_sl k_sb k_sh k_sl v_sb v_sh v_sl o_sb o_sh o_sl causal"
 namespace sig {
-struct attention_fwd {
-  static constexpr const char* kernel = "attention_fwd";
-  static constexpr const char* ptrs = "q k v key_padding_mask out lse";
-  static constexpr const char* ints = GK_ATTN_INTS;
-  static constexpr const char* floats = "scale";
-};
-struct attention_bwd {
-  static constexpr const char* kernel = "attention_bwd";
-  static constexpr const char* ptrs = "q k v key_padding_mask out dout lse dq dk dv";
-  static constexpr const char* ints = GK_ATTN_INTS;
-  static constexpr const char* floats = "scale";
-};
+GK_SIGNATURE(attention_fwd, "q k v key_padding_mask out lse",
+    GK_ATTN_INTS,
+    "scale");
+GK_SIGNATURE(attention_bwd, "q k v key_padding_mask out dout lse dq dk dv",
+    GK_ATTN_INTS,
+    "scale");
 }  // namespace sig
 #undef GK_ATTN_INTS
 

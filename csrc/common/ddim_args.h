@@ -40,14 +40,10 @@ enum StepKind : int { kDDIM = 0, kDDPMSmall = 1, kDDPMLarge = 2 };
 enum PredType : int { kEpsilon = 0, kSample = 1, kVPrediction = 2 };
 
 namespace sig {
-struct ddim_step {
-  static constexpr const char* kernel = "ddim_step";
-  static constexpr const char* ptrs = "sample model_output noise alpha_t alpha_prev prev_sample pred_original_sample";
-  static constexpr const char* ints =
-      "N L kind prediction_type clip use_clipped_model_output guidance alpha_t_dtype alpha_prev_dtype "
-      "alpha_t_stride alpha_prev_stride";
-  static constexpr const char* floats = "alpha_t_value alpha_prev_value eta guidance_scale clip_range";
-};
+GK_SIGNATURE(ddim_step, "sample model_output noise alpha_t alpha_prev prev_sample pred_original_sample",
+    "N L kind prediction_type clip use_clipped_model_output guidance alpha_t_dtype alpha_prev_dtype "
+    "alpha_t_stride alpha_prev_stride",
+    "alpha_t_value alpha_prev_value eta guidance_scale clip_range");
 }  // namespace sig
 
 struct StepArgs {

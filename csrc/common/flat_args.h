@@ -36,6 +36,13 @@ struct Flat {
   std::vector<std::int64_t> n;  // extent of p[k] in bytes
   std::vector<std::int64_t> i;
   std::vector<double> f;
+  // CUDA kernels only: the call's scratch memory, a tensor the Python layer allocates with torch's
+  // allocator, its size from a size query (the launcher run with size_query: it records `needed` and
+  // launches nothing). See csrc/cuda/common.cuh scratch().
+  std::uintptr_t workspace = 0;
+  std::int64_t workspace_bytes = 0;
+  bool size_query = false;
+  mutable std::int64_t needed = 0;
   template <class T>
   T* ptr(size_t k) const { return reinterpret_cast<T*>(p[k]); }
 };
@@ -117,6 +124,16 @@ constexpr int word_index(const char* names, const char* name) {
   }
   return -1;
 }
+
+// Declares signature sig::NAME of kernel NAME: the space-separated names of its tensors, integers and
+// floats, in call order.
+#define GK_SIGNATURE(NAME, PTRS, INTS, FLOATS)          \
+  struct NAME {                                         \
+    static constexpr const char* kernel = #NAME;        \
+    static constexpr const char* ptrs = PTRS;           \
+    static constexpr const char* ints = INTS;           \
+    static constexpr const char* floats = FLOATS;       \
+  }
 
 // The arguments of a Flat read by name through the signature S (S::kernel, S::ptrs, S::ints,
 // S::floats). Construction checks the counts and the dtype code; a name S does not declare is a

@@ -13,18 +13,12 @@ namespace gk {
 GK_ARGS_BEGIN
 
 namespace sig {
-struct group_norm_fwd {
-  static constexpr const char* kernel = "group_norm_fwd";
-  static constexpr const char* ptrs = "x y weight bias scale shift mean rstd";
-  static constexpr const char* ints = "N C HW G silu one_plus_scale channels_last";
-  static constexpr const char* floats = "eps";
-};
-struct group_norm_bwd {
-  static constexpr const char* kernel = "group_norm_bwd";
-  static constexpr const char* ptrs = "dy x weight bias scale shift mean rstd dx sum_dz sum_dz_xhat";
-  static constexpr const char* ints = "N C HW G silu one_plus_scale channels_last";
-  static constexpr const char* floats = "";
-};
+GK_SIGNATURE(group_norm_fwd, "x y weight bias scale shift mean rstd",
+    "N C HW G silu one_plus_scale channels_last",
+    "eps");
+GK_SIGNATURE(group_norm_bwd, "dy x weight bias scale shift mean rstd dx sum_dz sum_dz_xhat",
+    "N C HW G silu one_plus_scale channels_last",
+    "");
 }  // namespace sig
 
 struct NormShape {

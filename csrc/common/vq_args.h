@@ -23,12 +23,9 @@ namespace gk {
 GK_ARGS_BEGIN
 
 namespace sig {
-struct vq_nearest {
-  static constexpr const char* kernel = "vq_nearest";
-  static constexpr const char* ptrs = "z codebook index min_dist";
-  static constexpr const char* ints = "M K D cosine";
-  static constexpr const char* floats = "eps";
-};
+GK_SIGNATURE(vq_nearest, "z codebook index min_dist",
+    "M K D cosine",
+    "eps");
 }  // namespace sig
 
 struct VQArgs {

@@ -93,6 +93,7 @@ void run(const AttnArgs& p, cudaStream_t stream) {
 void cuda_attention_fwd(const Flat& a, int device, std::uintptr_t stream) {
   AttnArgs p(a, false);
   if (p.B * p.H == 0 || p.Lq == 0) return;
+  if (a.size_query) return;  // no scratch
   DeviceGuard guard(device);
   cudaStream_t s = as_stream(stream);
   by_head_dim(p.D, "attention_fwd", [&](auto md) {

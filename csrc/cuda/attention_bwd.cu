@@ -163,14 +163,15 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, A
 }
 
 template <class T, int MD>
-void run(const AttnArgs& p, cudaStream_t stream) {
+void run(const AttnArgs& p, const Flat& f, cudaStream_t stream) {
   using A = acc_t<T>;
   const std::int64_t BH = p.B * p.H;
-  StreamBuffer delta(std::size_t(BH * p.Lq) * sizeof(A), stream);
+  A* delta = scratch<A>(f, std::size_t(BH * p.Lq) * sizeof(A), "attention_bwd");
+  if (f.size_query) return;
   const BwdPtrs<T, A> t{static_cast<const T*>(p.q),    static_cast<const T*>(p.k),
                         static_cast<const T*>(p.v),    static_cast<const T*>(p.out),
                         static_cast<const T*>(p.dout), p.mask,
-                        static_cast<const A*>(p.lse),  delta.as<A>(),
+                        static_cast<const A*>(p.lse),  delta,
                         static_cast<T*>(p.dq),         static_cast<T*>(p.dk),
                         static_cast<T*>(p.dv)};
   if (p.Lq > 0) {
@@ -191,7 +192,7 @@ void cuda_attention_bwd(const Flat& a, int device, std::uintptr_t stream) {
   DeviceGuard guard(device);
   cudaStream_t s = as_stream(stream);
   by_head_dim(p.D, "attention_bwd", [&](auto md) {
-    by_dtype(a.dtype, "attention_bwd", [&](auto t) { run<decltype(t), decltype(md)::value>(p, s); });
+    by_dtype(a.dtype, "attention_bwd", [&](auto t) { run<decltype(t), decltype(md)::value>(p, a, s); });
   });
 }
 

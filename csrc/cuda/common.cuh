@@ -2,7 +2,7 @@
 //   - element types: float, double, __half, __nv_bfloat16; acc_t<T> (double for double, else float);
 //     to_acc / from_acc<T> (round to nearest even); 16-byte vector loads/stores (Vec<T, V>)
 //   - warp and block reductions (deterministic: fixed shuffle/tree order)
-//   - host side: check(), DeviceGuard, sm_count(), as_stream(), is_aligned(), StreamBuffer (scratch)
+//   - host side: check(), DeviceGuard, sm_count(), as_stream(), is_aligned(), scratch()
 //   - GK_LAUNCH, the checked kernel launch (csrc/cuda/launch_limits.cuh)
 #pragma once
 #ifndef __CUDACC__
@@ -14,7 +14,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -178,68 +177,22 @@ inline bool is_aligned(const void* p, std::uintptr_t bytes) {
 template <class I>
 constexpr I ceil_div(I a, I b) { return (a + b - 1) / b; }
 
-// Scratch memory pool of `device`, created on first use and kept for the process: stream-ordered
-// allocations (capturable in CUDA graphs) that keep up to 64 MiB cached between calls, without
-// touching the device's default pool, which torch or other libraries may configure. Null where the
-// device has no memory-pool support.
-inline cudaMemPool_t scratch_pool(int device) {
-  static std::mutex mu;
-  static cudaMemPool_t pools[64] = {};
-  static bool tried[64] = {};
-  if (device < 0 || device >= 64) return nullptr;
-  std::lock_guard<std::mutex> lock(mu);
-  if (!tried[device]) {
-    tried[device] = true;
-    int supported = 0;
-    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && supported) {
-      cudaMemPoolProps props = {};
-      props.allocType = cudaMemAllocationTypePinned;
-      props.location.type = cudaMemLocationTypeDevice;
-      props.location.id = device;
-      cudaMemPool_t pool = nullptr;
-      if (cudaMemPoolCreate(&pool, &props) == cudaSuccess) {
-        std::uint64_t keep = std::uint64_t(64) << 20;
-        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
-        pools[device] = pool;
-      }
-    }
-    cudaGetLastError();  // a failed probe leaves no error behind
+// The scratch memory of one call, `bytes` long, carved from the `workspace` tensor that the Python layer
+// allocates with torch's allocator (genkernels/_native.py; its size from a size query: the launcher run
+// with Flat::size_query, which records `bytes` here, gets null and returns before launching anything).
+// A workspace that is absent, shorter than `bytes` or not 16-byte aligned is refused.
+template <class A>
+A* scratch(const Flat& a, std::size_t bytes, const char* op) {
+  if (a.size_query) {
+    a.needed = std::int64_t(bytes);
+    return nullptr;
   }
-  return pools[device];
+  if (bytes && (a.workspace == 0 || a.workspace_bytes < std::int64_t(bytes)))
+    refuse(op, "%s: `workspace` holds %lld bytes, the kernel needs %lld", a.workspace ? a.workspace_bytes : 0,
+           std::int64_t(bytes));
+  if (bytes && a.workspace % 16) refuse(op, "%s: `workspace` must be 16-byte aligned");
+  return reinterpret_cast<A*>(a.workspace);
 }
-
-// Scratch buffer for the launches of one call on `stream`, released (stream-ordered) at scope exit.
-class StreamBuffer {
- public:
-  // On the current device (the launcher's DeviceGuard has set it).
-  StreamBuffer(std::size_t bytes, cudaStream_t stream) : StreamBuffer(bytes, current_device(), stream) {}
-  StreamBuffer(std::size_t bytes, int device, cudaStream_t stream) : stream_(stream) {
-    if (!bytes) return;
-    pool_ = scratch_pool(device);
-    if (pool_) check(cudaMallocFromPoolAsync(&ptr_, bytes, pool_, stream), "cudaMallocFromPoolAsync");
-    else check(cudaMalloc(&ptr_, bytes), "cudaMalloc");  // no pools: cudaFree synchronises
-  }
-  ~StreamBuffer() {
-    if (!ptr_) return;
-    if (pool_) cudaFreeAsync(ptr_, stream_);
-    else cudaFree(ptr_);
-  }
-  StreamBuffer(const StreamBuffer&) = delete;
-  StreamBuffer& operator=(const StreamBuffer&) = delete;
-  template <class A>
-  A* as() const { return static_cast<A*>(ptr_); }
-
- private:
-  static int current_device() {
-    int d = 0;
-    check(cudaGetDevice(&d), "cudaGetDevice");
-    return d;
-  }
-
-  void* ptr_ = nullptr;
-  cudaMemPool_t pool_ = nullptr;
-  cudaStream_t stream_;
-};
 
 }  // namespace cu
 }  // namespace gk

@@ -92,6 +92,7 @@ void launch(const StepArgs& a, cudaStream_t stream) {
 void cuda_ddim_step(const Flat& f, int device, std::uintptr_t stream) {
   StepArgs a(f);
   if (a.N <= 0 || a.L <= 0) return;
+  if (f.size_query) return;  // no scratch
   DeviceGuard guard(device);
   by_dtype(f.dtype, "ddim_step", [&](auto t) { launch<decltype(t)>(a, as_stream(stream)); });
   check(cudaGetLastError(), "ddim_step launch");

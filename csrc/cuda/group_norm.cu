@@ -2,7 +2,7 @@
 // Semantics and argument order: csrc/common/norm_args.h; CPU twin: csrc/cpu/kernels/group_norm.cpp.
 //
 // Three launches per direction, all deterministic (fixed reduction order, no atomics):
-//   1. stats:    per (n, chunk, channel) partial statistics into a stream-ordered scratch buffer
+//   1. stats:    per (n, chunk, channel) partial statistics into the scratch `workspace`
 //                  forward:  Stat (count, mean = base + mu, M2): each thread takes the values of one
 //                            loop iteration from registers in two passes (block mean, then squared
 //                            deviations around it) and merges blocks with Chan's formula, then the
@@ -526,16 +526,6 @@ Plan make_plan(const NormShape& s, bool aligned, int sms) {
   return pl;
 }
 
-template <class T>
-Args<T> base_args(const NormShape& s, const Plan& pl) {
-  Args<T> p{};
-  p.N = s.N; p.C = s.C; p.HW = s.HW; p.G = s.G; p.Cg = s.C / s.G;
-  p.chunks = pl.chunks; p.len = pl.len;
-  p.tiles = pl.tiles; p.tx = pl.tx; p.ty = pl.ty;
-  p.silu = s.silu; p.one_plus_scale = s.one_plus_scale;
-  return p;
-}
-
 template <class T, int MODE>
 void launch_pass(const Plan& pl, const Args<T>& p, bool cl, cudaStream_t st) {
   constexpr int VV = vec16<T>();
@@ -557,41 +547,25 @@ void launch_finalize(const Plan& pl, const Args<T>& p, cudaStream_t st) {
   else GK_LAUNCH(grid, pl.fin_threads, 0, st, fwd_finalize_kernel<T>)(p);
 }
 
-void check_shape(const NormShape& s, const char* op) {
-  if (s.N < 0 || s.C < 0 || s.HW < 0 || s.G <= 0 || s.C % s.G != 0)
-    throw std::invalid_argument(std::string(op) + " (cuda): bad shape or group count");
-}
-
+// The tensors of one direction, and whether its vector loads/stores may use 16-byte accesses.
 template <class T>
-void fwd(const NormFwdArgs& a, int device, cudaStream_t st) {
+Args<T> tensors(const NormFwdArgs& a) {
   using A = acc_t<T>;
-  const NormShape& s = a.s;
-  const bool aligned = is_aligned(a.x, 16) && is_aligned(a.y, 16);
-  const Plan pl = make_plan<T>(s, aligned, sm_count(device));
-  Args<T> p = base_args<T>(s, pl);
+  Args<T> p{};
   p.x = static_cast<const T*>(a.x);
   p.out = static_cast<T*>(a.y);
   p.w = static_cast<const A*>(a.w); p.b = static_cast<const A*>(a.b);
   p.scale = static_cast<const A*>(a.scale); p.shift = static_cast<const A*>(a.shift);
   p.mean = static_cast<A*>(a.mean); p.rstd = static_cast<A*>(a.rstd);
   p.eps = A(a.eps);
-  const std::size_t npart = std::size_t(s.N * pl.chunks * s.C * part_width(false));
-  StreamBuffer ws((npart + std::size_t(s.N * s.G * 2)) * sizeof(A), device, st);
-  p.part = ws.as<A>();
-  p.piv = p.part + npart;
-  launch_pass<T, kFwdStats>(pl, p, s.channels_last, st);
-  launch_finalize<T, false>(pl, p, st);
-  launch_pass<T, kFwdApply>(pl, p, s.channels_last, st);
-  check(cudaGetLastError(), "group_norm_fwd launch");
+  return p;
 }
+inline bool aligned16(const NormFwdArgs& a) { return is_aligned(a.x, 16) && is_aligned(a.y, 16); }
 
 template <class T>
-void bwd(const NormBwdArgs& a, int device, cudaStream_t st) {
+Args<T> tensors(const NormBwdArgs& a) {
   using A = acc_t<T>;
-  const NormShape& s = a.s;
-  const bool aligned = is_aligned(a.x, 16) && is_aligned(a.dy, 16) && is_aligned(a.dx, 16);
-  const Plan pl = make_plan<T>(s, aligned, sm_count(device));
-  Args<T> p = base_args<T>(s, pl);
+  Args<T> p{};
   p.x = static_cast<const T*>(a.x);
   p.dy = static_cast<const T*>(a.dy);
   p.out = static_cast<T*>(a.dx);
@@ -600,32 +574,51 @@ void bwd(const NormBwdArgs& a, int device, cudaStream_t st) {
   p.mean = const_cast<A*>(static_cast<const A*>(a.mean));
   p.rstd = const_cast<A*>(static_cast<const A*>(a.rstd));
   p.sum_dz = static_cast<A*>(a.sum_dz); p.sum_dzx = static_cast<A*>(a.sum_dz_xhat);
-  const std::size_t npart = std::size_t(s.N * pl.chunks * s.C * part_width(true));
-  StreamBuffer ws((npart + std::size_t(s.N * s.G * 2)) * sizeof(A), device, st);
-  p.part = ws.as<A>();
-  p.gm = p.part + npart;
-  launch_pass<T, kBwdStats>(pl, p, s.channels_last, st);
-  launch_finalize<T, true>(pl, p, st);
-  launch_pass<T, kBwdApply>(pl, p, s.channels_last, st);
-  check(cudaGetLastError(), "group_norm_bwd launch");
+  return p;
+}
+inline bool aligned16(const NormBwdArgs& a) {
+  return is_aligned(a.x, 16) && is_aligned(a.dy, 16) && is_aligned(a.dx, 16);
+}
+
+// One direction's three launches. Scratch: the partial statistics [N, chunks, C, part_width], then
+// [N, G, 2] per group (forward: piv; backward: gm).
+template <class T, bool BWD, class NA>
+void run(const NA& a, const Flat& f, int device, cudaStream_t st, const char* op) {
+  using A = acc_t<T>;
+  const NormShape& s = a.s;
+  const Plan pl = make_plan<T>(s, aligned16(a), sm_count(device));
+  Args<T> p = tensors<T>(a);
+  p.N = s.N; p.C = s.C; p.HW = s.HW; p.G = s.G; p.Cg = s.C / s.G;
+  p.chunks = pl.chunks; p.len = pl.len;
+  p.tiles = pl.tiles; p.tx = pl.tx; p.ty = pl.ty;
+  p.silu = s.silu; p.one_plus_scale = s.one_plus_scale;
+  const std::size_t npart = std::size_t(s.N * pl.chunks * s.C * part_width(BWD));
+  p.part = scratch<A>(f, (npart + std::size_t(s.N * s.G * 2)) * sizeof(A), op);
+  if (f.size_query) return;
+  (BWD ? p.gm : p.piv) = p.part + npart;
+  launch_pass<T, BWD ? kBwdStats : kFwdStats>(pl, p, s.channels_last, st);
+  launch_finalize<T, BWD>(pl, p, st);
+  launch_pass<T, BWD ? kBwdApply : kFwdApply>(pl, p, s.channels_last, st);
+  check(cudaGetLastError(), op);
+}
+
+// NA's constructor checks the arguments (csrc/common/norm_args.h).
+template <bool BWD, class NA>
+void launch(const Flat& f, int device, std::uintptr_t stream, const char* op) {
+  const NA a(f);
+  if (a.s.N * a.s.C * a.s.HW == 0) return;
+  DeviceGuard guard(device);
+  by_dtype(f.dtype, op, [&](auto t) { run<decltype(t), BWD>(a, f, device, as_stream(stream), op); });
 }
 
 }  // namespace
 
 void cuda_group_norm_fwd(const Flat& a, int device, std::uintptr_t stream) {
-  NormFwdArgs p(a);
-  check_shape(p.s, "group_norm_fwd");
-  if (p.s.N * p.s.C * p.s.HW == 0) return;
-  DeviceGuard guard(device);
-  by_dtype(a.dtype, "group_norm_fwd", [&](auto t) { fwd<decltype(t)>(p, device, as_stream(stream)); });
+  launch<false, NormFwdArgs>(a, device, stream, "group_norm_fwd");
 }
 
 void cuda_group_norm_bwd(const Flat& a, int device, std::uintptr_t stream) {
-  NormBwdArgs p(a);
-  check_shape(p.s, "group_norm_bwd");
-  if (p.s.N * p.s.C * p.s.HW == 0) return;
-  DeviceGuard guard(device);
-  by_dtype(a.dtype, "group_norm_bwd", [&](auto t) { bwd<decltype(t)>(p, device, as_stream(stream)); });
+  launch<true, NormBwdArgs>(a, device, stream, "group_norm_bwd");
 }
 
 }  // namespace gk

@@ -1,5 +1,6 @@
 // genkernels._C_cuda: CUDA kernels. The last two arguments of every kernel are the device index and
-// the cudaStream_t (as an integer) that torch is using on it.
+// the cudaStream_t (as an integer) that torch is using on it; its last tensor is the call's scratch
+// `workspace` (torch-allocated, kernel_workspace(...) bytes; address 0 where that is 0).
 #include "common/bind.h"
 #include "cuda/launch.h"
 
@@ -7,21 +8,10 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "genkernels CUDA kernels (no torch dependency, static CUDA runtime)";
   m.attr("archs") = gk::cuda_archs();
   m.attr("runtime_version") = gk::cuda_runtime_version();
-#define GK_KERNEL(name)                                                                      \
-  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> n,     \
-                  std::vector<std::int64_t> i,                                             \
-                  std::vector<double> f, int device, std::uintptr_t stream) {                \
-    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(n), std::move(i), std::move(f)); \
-    pybind11::gil_scoped_release nogil;                                                      \
-    gk::cuda_##name(a, device, stream);                                                      \
-  });
+  // ctx: device index, stream
+  gk::Kernels<int, std::uintptr_t> k(m, gk::Scratch::kWorkspace);
+#define GK_KERNEL(name) k.def<gk::sig::name>(gk::cuda_##name);
 #include "cuda/kernels.def"
 #undef GK_KERNEL
-  m.def("kernel_args", [] {
-    pybind11::dict d;
-#define GK_KERNEL(name) d[#name] = gk::signature<gk::sig::name>();
-#include "cuda/kernels.def"
-#undef GK_KERNEL
-    return d;
-  }, "{kernel: (tensor names, int names, float names)}: the argument names of every kernel, in order");
+  k.def_kernel_args();
 }

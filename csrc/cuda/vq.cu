@@ -227,7 +227,7 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(const T* __restrict_
 }
 
 template <class T, bool COS>
-void run(const VQArgs& p, int device, cudaStream_t st) {
+void run(const VQArgs& p, const Flat& f, int device, cudaStream_t st) {
   using A = acc_t<T>;
   const std::int64_t M = p.M, K = p.K, D = p.D;
   const T* z = static_cast<const T*>(p.z);
@@ -245,11 +245,12 @@ void run(const VQArgs& p, int device, cudaStream_t st) {
   // scratch: en [K], er [K], pb [splits, M] (A), pi [splits, M] (int)
   const std::size_t nk = std::size_t(K), np = std::size_t(splits * M);
   const std::size_t off_pi = ((2 * nk + np) * sizeof(A) + 15) / 16 * 16;
-  StreamBuffer ws(off_pi + np * sizeof(int), device, st);
-  A* en = ws.as<A>();
+  char* ws = scratch<char>(f, off_pi + np * sizeof(int), "vq_nearest");
+  if (f.size_query) return;
+  A* en = reinterpret_cast<A*>(ws);
   A* er = en + nk;
   A* pb = er + nk;
-  int* pi = reinterpret_cast<int*>(ws.as<char>() + off_pi);
+  int* pi = reinterpret_cast<int*>(ws + off_pi);
 
   GK_LAUNCH(ceil_div<std::int64_t>(K, kWarps), kThreads, 0, st, prep_kernel<T, COS>)(e, en, er, K, D, eps);
   GK_LAUNCH(Extent3(m_blocks, splits), kThreads, 0, st, search_kernel<T, COS>)(
@@ -268,8 +269,8 @@ void cuda_vq_nearest(const Flat& a, int device, std::uintptr_t stream) {
   DeviceGuard guard(device);
   by_dtype(a.dtype, "vq_nearest", [&](auto t) {
     using T = decltype(t);
-    if (p.cosine) run<T, true>(p, device, as_stream(stream));
-    else run<T, false>(p, device, as_stream(stream));
+    if (p.cosine) run<T, true>(p, a, device, as_stream(stream));
+    else run<T, false>(p, a, device, as_stream(stream));
   });
 }
 

@@ -513,18 +513,9 @@ inline int sm_count() {
   return v > 0 ? v : 2;
 }
 inline cudaError_t device_get_attribute(int* v, cudaDeviceAttr a, int) {
-  *v = a == cudaDevAttrMultiProcessorCount ? sm_count() : 0;  // no memory pools
+  *v = a == cudaDevAttrMultiProcessorCount ? sm_count() : 0;
   return cudaSuccess;
 }
-inline cudaError_t malloc_(void** p, std::size_t n) {
-  *p = std::malloc(n ? n : 1);
-  if (!*p) return cudaErrorMemoryAllocation;
-  std::memset(*p, 0x7f, n);  // garbage: a kernel reading scratch before writing it shows
-  return cudaSuccess;
-}
-inline cudaError_t free_(void* p) { std::free(p); return cudaSuccess; }
-inline cudaError_t no_pool(...) { return cudaErrorNotSupported; }
-
 }  // namespace emu
 }  // namespace gk
 
@@ -548,9 +539,3 @@ inline cudaError_t no_pool(...) { return cudaErrorNotSupported; }
 #define cudaSetDevice ::gk::emu::set_device
 #define cudaDeviceGetAttribute ::gk::emu::device_get_attribute
 #define cudaFuncSetAttribute ::gk::emu::func_set_attribute
-#define cudaMalloc(p, n) ::gk::emu::malloc_(reinterpret_cast<void**>(p), n)
-#define cudaFree ::gk::emu::free_
-#define cudaMemPoolCreate ::gk::emu::no_pool
-#define cudaMemPoolSetAttribute ::gk::emu::no_pool
-#define cudaMallocFromPoolAsync ::gk::emu::no_pool
-#define cudaFreeAsync ::gk::emu::no_pool

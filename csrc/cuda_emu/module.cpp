@@ -1,10 +1,12 @@
 // genkernels._C_cuemu: the CUDA kernels of csrc/cuda/*.cu compiled by the host compiler and run on
 // the CPU through csrc/cuda_emu/emu.h (tests only: slow, strict). Same calling convention as
-// genkernels._C: kernel(dtype, ptrs, nbytes, ints, floats, threads) on host memory; `threads` is ignored (a
-// block runs as blockDim threads). Also: seeded(case, out, in, ints), the seeded-bug kernels of
+// genkernels._C: kernel(dtype, ptrs, nbytes, ints, floats, threads) on host memory; `threads` is ignored
+// (a block runs as blockDim threads). As in _C_cuda, the last tensor is the scratch `workspace`, whose
+// size kernel_workspace(...) returns. Also: seeded(case, out, in, ints), the seeded-bug kernels of
 // seeded.cpp, and shared_bytes, the size of the kernels' static __shared__ memory that emu.h fills.
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -43,6 +45,12 @@ struct TypeMismatchData {
                 d->loc.line);
   throw std::runtime_error(msg);
 }
+// The scratch `workspace` is filled with garbage before the kernel runs (torch.empty gives whatever was
+// there, often zeros): a kernel reading scratch before writing it shows.
+void poison_workspace(const gk::Flat& a) {
+  if (a.workspace && a.workspace_bytes > 0)
+    std::memset(reinterpret_cast<void*>(a.workspace), 0x7f, std::size_t(a.workspace_bytes));
+}
 }  // namespace
 
 // Declared by the compiler as (void*, void*).
@@ -61,21 +69,9 @@ PYBIND11_MODULE(_C_cuemu, m) {
     pybind11::gil_scoped_release nogil;
     gk::seeded_kernel(name, out, in, n);
   });
-#define GK_KERNEL(name)                                                                      \
-  m.def(#name, [](int dtype, std::vector<std::uintptr_t> p, std::vector<std::int64_t> n,     \
-                  std::vector<std::int64_t> i,                                             \
-                  std::vector<double> f, int /*threads*/) {                                  \
-    gk::Flat a = gk::make_flat(dtype, std::move(p), std::move(n), std::move(i), std::move(f)); \
-    pybind11::gil_scoped_release nogil;                                                      \
-    gk::cuda_##name(a, 0, 0);                                                                \
-  });
+  gk::Kernels<int> k(m, gk::Scratch::kWorkspace);  // ctx: the thread count, ignored
+#define GK_KERNEL(name) k.def<gk::sig::name>([](const gk::Flat& a, int) { poison_workspace(a); gk::cuda_##name(a, 0, 0); });
 #include "cuda/kernels.def"
 #undef GK_KERNEL
-  m.def("kernel_args", [] {
-    pybind11::dict d;
-#define GK_KERNEL(name) d[#name] = gk::signature<gk::sig::name>();
-#include "cuda/kernels.def"
-#undef GK_KERNEL
-    return d;
-  }, "{kernel: (tensor names, int names, float names)}: the argument names of every kernel, in order");
+  k.def_kernel_args();
 }

@@ -35,7 +35,9 @@ print(json.dumps(status("VmHWM:") - base))
 
 def peak_extra_bytes(case: Case, impl: str, impls: Optional[Dict[str, Impl]] = None) -> Optional[int]:
     """Memory one call of `impl` needs beyond what exists before it (inputs, warm-up caches), after
-    two warm-up calls. CUDA: ``torch.cuda.max_memory_allocated`` over the call. CPU (Linux): the rise
+    two warm-up calls. CUDA: ``torch.cuda.max_memory_allocated`` over the call (every allocation of
+    torch's, the scratch ``workspace`` of the cuda backend's kernels included, as Triton's and
+    torch's own temporaries are: the same measure for every backend). CPU (Linux): the rise
     of the peak RSS over the call, in a fresh process (the case is rebuilt there from its op and
     label) with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed buffers leave the RSS. None if unknown."""
     if case.device.type == "cuda":
