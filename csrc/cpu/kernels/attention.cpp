@@ -283,7 +283,7 @@ void forward(const AttnArgs& a, int threads) {
     constexpr bool in_place = std::is_same<T, A>::value;
     Buf<A> qconv(in_place ? std::size_t(D) : std::size_t((rows + 1) * D));
     A* zero_row = qconv.p + (in_place ? 0 : rows * D);
-    std::memset(zero_row, 0, sizeof(A) * std::size_t(D));
+    std::fill_n(zero_row, D, A(0));
     std::vector<const A*> qrow(std::size_t(R), zero_row);
     for (std::int64_t r = 0; r < rows; ++r) {
       const T* row = qb + (m0 + r) * a.qs[2];
