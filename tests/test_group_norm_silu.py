@@ -158,7 +158,8 @@ def test_double_backward(backend):
         with genkernels.use_backend(backend):
             return genkernels.group_norm_silu(x, 2, w)
 
-    assert torch.autograd.gradgradcheck(f, leaves)
+    # fast_mode on triton: the full check's hundreds of interpreted launches take minutes
+    assert torch.autograd.gradgradcheck(f, leaves, fast_mode=backend == "triton")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
