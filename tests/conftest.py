@@ -43,7 +43,16 @@ def assert_close(actual, expected, dtype, scale=1.0, what=""):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`long` tests (training to quality, minutes each) run only on demand: GENKERNELS_LONG=1."""
+    """`long` tests (training to quality, minutes each) run only on demand: GENKERNELS_LONG=1.
+    GENKERNELS_TEST_SHARD=k/n keeps every n-th collected test from the k-th on (scripts/test.sh runs one
+    pytest per core that way; interleaving spreads each file's slow cases over the shards)."""
+    shard = os.environ.get("GENKERNELS_TEST_SHARD")
+    if shard:
+        k, n = (int(v) for v in shard.split("/"))
+        if not 0 <= k < n:
+            raise pytest.UsageError(f"GENKERNELS_TEST_SHARD={shard!r}: want k/n with 0 <= k < n")
+        config.hook.pytest_deselected(items=[it for i, it in enumerate(items) if i % n != k])
+        items[:] = [it for i, it in enumerate(items) if i % n == k]
     if os.environ.get("GENKERNELS_LONG") == "1":
         return
     skip = pytest.mark.skip(reason="long: set GENKERNELS_LONG=1 to run")
