@@ -1,0 +1,55 @@
+"""Thread CPU time (``time.thread_time``: time the process is descheduled on a loaded machine is not
+counted) of the ``genkernels bench --ops unet`` cases (genkernels/bench_models.py), impls interleaved,
+one thread; the step case also with ``genkernels.patch`` of diffusers' UNet (the same weights).
+
+    OMP_NUM_THREADS=1 python bench/results/models/diffusion/thread_time.py step|loop|decode ROUNDS [compile]
+
+Prints each impl's median, interquartile range (% of the median) and diffusers-eager/impl ratio."""
+import copy
+import statistics
+import sys
+import time
+
+import torch
+
+import genkernels
+from genkernels import bench_models as bm
+from genkernels.benchkit import COMPILE, EAGER, make_pass
+
+OURS = "genkernels[cpu]"
+
+
+def patched_step():
+    """diffusers' UNet of the step case, patched (a copy; the same weights)."""
+    cfg, size, dtype = bm._unet_shape(torch.device("cpu"), loop=False)
+    theirs, _ = bm._unet_pair(cfg, "cpu", dtype)
+    x, t, ctx = bm._unet_inputs(cfg, size, "cpu", dtype)
+    patched = copy.deepcopy(theirs)
+    genkernels.patch(patched)
+    return make_pass(lambda a, b, c: patched(a, b, c).sample, [x, t, ctx])
+
+
+def main(case: str, rounds: int, with_compile: bool):
+    torch.set_num_threads(1)
+    setup = {"step": bm._unet_step_setup, "loop": bm._unet_loop_setup, "decode": bm._vae_decode_setup}[case]
+    fns = setup(torch.device("cpu"))([EAGER, OURS] + ([COMPILE] if with_compile else []))
+    if case == "step":
+        fns["genkernels.patch"] = patched_step()
+    for f in fns.values():   # warm-up (torch.compile compiles here)
+        f()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t0 = time.thread_time()
+            f()
+            times[k].append(time.thread_time() - t0)
+    eager = statistics.median(times[EAGER])
+    print(f"{case}: {rounds} rounds, thread CPU time, load {open('/proc/loadavg').read().split()[:3]}")
+    for k, v in times.items():
+        q1, _, q3 = statistics.quantiles(v, n=4)
+        m = statistics.median(v)
+        print(f"  {k:18s} {m * 1e3:9.1f} ms  IQR {(q3 - q1) / m * 100:5.1f} %  eager/this {eager / m:.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), "compile" in sys.argv[3:])
