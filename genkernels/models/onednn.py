@@ -5,11 +5,13 @@ Eager ``F.conv2d`` on the CPU reorders the weight into oneDNN's blocked layout o
 ``F.linear`` packs it for the GEMM on every call; for the UNet's layers at small spatial sizes (latents of
 16x16 and below, down to 2x2 at the lowest level: few rows, large weights) that costs about as much as the
 arithmetic. Here a call that autograd does not record (no_grad / inference, or frozen weights and input),
-on a float32 CPU tensor in plain eager mode (Linear: with at most _FEW_ROWS rows), uses a reordered copy
+on a float32 CPU tensor in plain eager mode (Linear: with at most _FEW_ROWS rows, or _WIDE times more
+outputs than inputs), uses a reordered copy
 of the weight kept with the module (one per input shape; rebuilt when the weight is changed in place or
 replaced). Convolutions compute in channels_last, oneDNN's layout, and return channels_last, so a network
 of them converts its input once. Every other call (training, torch.compile, other dtypes and devices,
-padding modes other than zeros, many rows) is the torch module's own forward.
+padding modes other than zeros, Linear calls of many rows into a narrower layer) is the torch
+module's own forward.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ from ..ops._common import needs_grad, plain_eager
 Tensor = torch.Tensor
 _PLAIN = (torch.Tensor, nn.Parameter)   # not tensor subclasses (DTensor, fakes, ...)
 _MAX_SHAPES = 4   # reordered weights kept per module (input shapes seen), oldest dropped first
-# Linear: oneDNN for at most this many rows, where packing the weight dominates a call; with more rows
-# F.linear (MKL's GEMM) is as fast or faster at the UNet's shapes
-_FEW_ROWS = 64
+# Linear: oneDNN for at most this many rows, where packing the weight dominates a call, and for layers at
+# least this many times wider out than in (the UNet's GEGLU projections: 128 x 320 -> 2560 4.6 vs 6.2 ms,
+# 512 x 160 -> 1280 4.3 vs 5.3 ms); F.linear (MKL's GEMM) was as fast or faster for the other shapes with
+# more rows (bench/results/models/diffusion/linear_shapes.py)
+_FEW_ROWS, _WIDE = 64, 4
 
 
 def _usable(x: Tensor, weight: Tensor, bias) -> bool:
@@ -82,7 +86,8 @@ class Linear(_Reordered, nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] > 0 else 0
-        if not (_usable(x, self.weight, self.bias) and 0 < n <= _FEW_ROWS):
+        if not (_usable(x, self.weight, self.bias) and 0 < n
+                and (n <= _FEW_ROWS or self.out_features >= _WIDE * self.in_features)):
             return super().forward(x)
         rows = x.reshape(n, x.shape[-1])
         w = self._reordered((n,), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, n))
