@@ -94,8 +94,14 @@ def launch(backend: str, args, dtype: torch.dtype) -> None:
     same order. Kernels read raw memory, so a lazily negated view (e.g. ``complex.conj().imag``) is
     materialised first. Triton launches on the current CUDA device, so its kernels run with the
     tensors' device made current (the native CUDA kernels set it themselves)."""
-    if any(isinstance(t, torch.Tensor) and t.is_neg() for t in args):
-        args = type(args)(*(t.resolve_neg() if isinstance(t, torch.Tensor) else t for t in args))
+    for t in args:  # the tensors come first (ops/_kernels.py): a plain loop that stops at the first int
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            break
+        if t.is_neg():
+            args = type(args)(*(t.resolve_neg() if isinstance(t, torch.Tensor) else t for t in args))
+            break
     if backend == "triton":
         import importlib
 

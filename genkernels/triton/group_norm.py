@@ -44,18 +44,14 @@ _FIN_TILE = 2048        # elements of the finalisers' [BLOCK_K, BLOCK_CG] tiles
 _MAX_BLOCK_CG = 256     # channels of a group per finaliser tile (wider groups loop)
 
 
-def _np2(v: int) -> int:
-    return 1 << max(0, int(v) - 1).bit_length()
-
-
 def _plan(N: int, C: int, HW: int, channels_last: int):
     """(BLOCK_C, BLOCK_HW, n_cblocks, ITERS, CHUNK, n_chunks): pure integer arithmetic on the shape."""
     if channels_last:  # channels contiguous: up to 64 of them per row segment, as many rows as fit
-        block_c = min(_np2(C), 64)
-        block_hw = min(_np2(HW), max(1, _TILE // block_c))
+        block_c = min(triton.next_power_of_2(C), 64)
+        block_hw = min(triton.next_power_of_2(HW), max(1, _TILE // block_c))
     else:              # spatial contiguous
-        block_hw = min(_np2(HW), _MAX_BLOCK_HW)
-        block_c = min(_np2(C), max(1, _TILE // block_hw))
+        block_hw = min(triton.next_power_of_2(HW), _MAX_BLOCK_HW)
+        block_c = min(triton.next_power_of_2(C), max(1, _TILE // block_hw))
     n_cblocks = triton.cdiv(C, block_c)
     tiles_hw = triton.cdiv(HW, block_hw)
     iters = max(1, min(_MAX_ITERS, (N * n_cblocks * tiles_hw) // _TARGET_PROGRAMS, tiles_hw))
@@ -65,8 +61,8 @@ def _plan(N: int, C: int, HW: int, channels_last: int):
 
 
 def _fin_blocks(Cg: int, n_chunks: int):
-    block_cg = min(_np2(Cg), _MAX_BLOCK_CG)
-    block_k = min(_np2(n_chunks), max(1, _FIN_TILE // block_cg))
+    block_cg = min(triton.next_power_of_2(Cg), _MAX_BLOCK_CG)
+    block_k = min(triton.next_power_of_2(n_chunks), max(1, _FIN_TILE // block_cg))
     return block_k, block_cg
 
 

@@ -29,12 +29,8 @@ _BLOCK_K = 64
 _INT_MAX = tl.constexpr(2147483647)
 
 
-def _np2(v: int) -> int:
-    return 1 << max(0, int(v) - 1).bit_length()
-
-
 def _block_d(D: int) -> int:
-    return min(64, max(16, _np2(D)))
+    return min(64, max(16, triton.next_power_of_2(D)))
 
 
 @triton.jit
