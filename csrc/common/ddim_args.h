@@ -5,9 +5,13 @@
 // Per element (x = sample, m = model output, z = noise), with per-sample coefficients:
 //   m   = guidance ? m_u + s * (m_c - m_u) : m          (m_u = rows [0, N), m_c = rows [N, 2N))
 //   x0  = A x + B m;   x0 = clamp(x0, -r, r) when clipping
-//   prev = G x0 + H x + K m + S z                        (S z only when noise is given)
+//   prev = G x0 + H x + K y + S z                        (S z only when noise is given)
+//   y   = x0 for DDIM with use_clipped_model_output (eps re-derived from the clipped x0), else m
 // A..S come from (alpha_prod_t, alpha_prod_t_prev, eta) by step_coef below: the update of diffusers'
 // DDIMScheduler.step / DDPMScheduler.step rewritten as one linear form per prediction type.
+// Non-finite input: a term the reference formula does not have is left out (StepCoef's flags), never
+// multiplied by 0, so each output is NaN / inf exactly where the reference's is (0 * inf = NaN). The
+// Python layer passes no noise for DDIM at eta = 0 (the reference adds none).
 // Domain (genkernels/ops/ddim_step.py): 0 <= a_t < 1, 0 < a_p <= 1, a_t <= a_p, a_t > 0 for epsilon
 // prediction. Python floats outside it are refused; a sample whose tensor alphas are outside it gets
 // NaN coefficients, hence NaN outputs, on every backend (no host synchronisation to raise).
@@ -93,7 +97,13 @@ GK_HD double read_alpha(const void* p, int dtype, std::int64_t stride, std::int6
 }
 
 template <class R>
-struct StepCoef { R A, B, G, H, K, S; };
+struct StepCoef {
+  R A, B, G, H, K, S;
+  bool ax;    // x0 has the A x term (not for prediction_type sample: x0 = m)
+  bool hx;    // prev has the H x term (not for DDIM epsilon prediction without use_clipped: eps = m)
+  bool ky;    // prev has the K y term (DDIM only)
+  bool y_x0;  // y is x0 (DDIM with use_clipped_model_output), else m
+};
 
 // The coefficients of one sample, in R (double on the host, float or double on the GPU).
 template <class R>
@@ -111,6 +121,10 @@ GK_HD StepCoef<R> step_coef(int kind, int pred, bool use_clipped, bool noise, R 
     A = sa; B = -sb; C = sb; D = sa;
   }
   StepCoef<R> k;
+  k.ax = pred != kSample;
+  k.hx = kind != kDDIM || use_clipped || pred != kEpsilon;
+  k.ky = kind == kDDIM;
+  k.y_x0 = kind == kDDIM && use_clipped;
   if (!(a_t >= R(0) && a_t < one && a_p > R(0) && a_p <= one && a_t <= a_p && (pred != kEpsilon || a_t > R(0)))) {
     const R nan = std::numeric_limits<R>::quiet_NaN();
     k.A = k.B = k.G = k.H = k.K = k.S = nan;
@@ -121,8 +135,8 @@ GK_HD StepCoef<R> step_coef(int kind, int pred, bool use_clipped, bool noise, R 
     const R var = (one - a_p) / b_t * (one - a_t / a_p);
     const R std_t = eta * sqrt(var);
     const R Q = sqrt(one - a_p - std_t * std_t);  // "direction pointing to x_t"
-    if (use_clipped) {                            // eps re-derived from the (clipped) x0
-      k.G = sp - Q * sa / sb; k.H = Q / sb; k.K = R(0);
+    if (use_clipped) {                            // eps = (x - sa x0) / sb from the (clipped) x0
+      k.G = sp; k.H = Q / sb; k.K = -Q * sa / sb;
     } else {
       k.G = sp; k.H = Q * C; k.K = Q * D;
     }
@@ -137,6 +151,18 @@ GK_HD StepCoef<R> step_coef(int kind, int pred, bool use_clipped, bool noise, R 
     k.S = noise ? sqrt(var) : R(0);
   }
   return k;
+}
+
+// One element: x0 = clip(A x + B m), prev = G x0 + H x + K y + S z, with only the terms k has.
+template <class R>
+GK_HD void step_element(const StepCoef<R>& k, bool clip, bool noise, R x, R m, R z, R r, R& prev, R& x0) {
+  R o = k.ax ? k.A * x + k.B * m : k.B * m;
+  if (clip) o = o < -r ? -r : (o > r ? r : o);  // NaN passes through, as torch.clamp
+  R p = k.hx ? k.G * o + k.H * x : k.G * o;
+  if (k.ky) p += k.K * (k.y_x0 ? o : m);
+  if (noise) p += k.S * z;
+  prev = p;
+  x0 = o;
 }
 
 GK_ARGS_END

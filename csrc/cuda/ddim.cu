@@ -54,10 +54,8 @@ __global__ void __launch_bounds__(kThreads) ddim_step_kernel(Params p) {
         const A xe = to_acc(xv.v[j]);
         A m = to_acc(uv.v[j]);
         if (p.guide) m = m + s * (to_acc(cv.v[j]) - m);
-        A x0 = k.A * xe + k.B * m;
-        if (p.clip) x0 = x0 < -r ? -r : (x0 > r ? r : x0);  // NaN passes through, as torch.clamp
-        A pr = k.G * x0 + k.H * xe + k.K * m;
-        if (noise) pr += k.S * to_acc(zv.v[j]);
+        A pr, x0;
+        step_element<A>(k, p.clip, noise, xe, m, noise ? to_acc(zv.v[j]) : A(0), r, pr, x0);
         pv.v[j] = from_acc<T>(pr);
         ov.v[j] = from_acc<T>(x0);
       }

@@ -12,9 +12,11 @@ j > i, top-left aligned like ``torch.nn.functional.scaled_dot_product_attention(
 when Lq != Lk (rows i >= Lk see every key); every backend skips the key tiles that are wholly masked,
 forward and backward, so causal self-attention costs about half of the full one.
 
-Non-finite input (every backend): a padding key is never read, so NaN/inf in its k or v rows has no
-effect; NaN in a query row, or in the k or v row of a key it attends to, makes that output row NaN
-(as the softmax's arithmetic does).
+Non-finite input (every backend): a key a query does not attend (padding, or hidden by ``is_causal``)
+is ignored for that query: NaN/inf in its k or v rows reaches neither the query's output nor its
+gradients, and NaN/inf in the query reaches no gradient of such a key (no 0 * NaN). NaN in a query row,
+or in the k or v row of a key it attends to, makes that output row NaN (as the softmax's arithmetic
+does); a fully masked row is zeros whatever its query holds.
 
 Arithmetic: the logits, the softmax and both products accumulate in float32 for float32/float16/bfloat16
 data (float64 for float64 data); the output is rounded once to the input dtype.
@@ -92,6 +94,46 @@ def _causal_fill(s: Tensor, r0: int) -> Tensor:
     return s.masked_fill(j[None, :] > i[:, None], float("-inf"))
 
 
+_BAND_ROWS = 64  # rows per block of _kept_matmul's causal decomposition
+
+
+def _kept_matmul(a: Tensor, b: Tensor, is_causal: bool, first: int = 0, upper: bool = False) -> Tensor:
+    """a @ b [..., M, N] summing only the pairs is_causal keeps: for row m the terms k <= m + first
+    (upper: k >= m + first). A dropped pair is never multiplied, so NaN/inf in its operand (the v of a
+    key hidden from a query, a query hidden from a key) cannot reach the result through 0 * NaN.
+    Blocks of rows: the keys every row keeps by matmul, the partly kept ones elementwise, the rest not."""
+    if not is_causal:
+        return torch.matmul(a, b)
+    M, K = a.shape[-2], a.shape[-1]
+    if M == 0:
+        return torch.matmul(a, b)
+
+    def at(i):
+        return min(max(i, 0), K)
+
+    parts = []
+    for m0 in range(0, M, _BAND_ROWS):
+        m1 = min(M, m0 + _BAND_ROWS)
+        if upper:  # every row keeps k >= m1 - 1 + first; [m0 + first, m1 - 1 + first) partly
+            (f0, f1), (d0, d1) = (at(m1 - 1 + first), K), (at(m0 + first), at(m1 - 1 + first))
+        else:      # every row keeps k <= m0 + first; (m0 + first, m1 - 1 + first] partly
+            (f0, f1), (d0, d1) = (0, at(m0 + first + 1)), (at(m0 + first + 1), at(m1 + first))
+        r = torch.matmul(a[..., m0:m1, f0:f1], b[..., f0:f1, :])
+        if d1 > d0:
+            rows = torch.arange(m0 + first, m1 + first, device=a.device)[:, None]
+            ks = torch.arange(d0, d1, device=a.device)[None, :]
+            keep = (ks >= rows) if upper else (ks <= rows)
+            prod = a[..., m0:m1, d0:d1, None] * b[..., None, d0:d1, :]
+            r = r + torch.where(keep[..., None], prod, torch.zeros((), dtype=prod.dtype, device=prod.device)).sum(-2)
+        parts.append(r)
+    return torch.cat(parts, -2)
+
+
+def _causal_keep(Lq: int, Lk: int, device) -> Tensor:
+    """[Lq, Lk] True where query i sees key j (j <= i)."""
+    return torch.arange(Lk, device=device)[None, :] <= torch.arange(Lq, device=device)[:, None]
+
+
 def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float,
                       heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     """Eager PyTorch in the accumulation dtype, chunked over Lq; differentiable. (out, lse)."""
@@ -112,7 +154,7 @@ def reference_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], s
         live = lse != float("-inf")  # not fully masked (a NaN lse stays NaN: non-finite rule)
         p = torch.exp(s - torch.where(live, lse, torch.zeros_like(lse))[..., None])
         p = torch.where(live[..., None], p, torch.zeros_like(p))
-        outs.append(torch.matmul(p, vh))
+        outs.append(_kept_matmul(p, vh, is_causal, r0))
         lses.append(lse)
     out = torch.cat(outs, 2)[:, :, :Lq] if Lq else qh.new_zeros((B, H, 0, vh.shape[-1]))
     lse = torch.cat(lses, 2)[:, :, :Lq] if Lq else qh.new_zeros((B, H, 0))
@@ -135,11 +177,16 @@ def _reference_backward(dout, q, k, v, mask, scale, heads, is_causal=False):
     lse = torch.logsumexp(s, dim=-1, keepdim=True)
     live = lse != float("-inf")
     p = torch.where(live, torch.exp(s - torch.where(live, lse, torch.zeros_like(lse))), torch.zeros_like(s))
-    dv = torch.matmul(p.transpose(-1, -2), gh)
+    # hidden pairs (causal) and padding keys contribute nothing (non-finite rule: never 0 * NaN)
+    dv = _kept_matmul(p.transpose(-1, -2), gh, is_causal, upper=True)
     dp = torch.matmul(gh, vh.transpose(-1, -2))
+    if is_causal:
+        dp = dp.masked_fill(~_causal_keep(dp.shape[-2], dp.shape[-1], dp.device), 0)
     ds = p * (dp - (p * dp).sum(-1, keepdim=True))
-    dq = torch.matmul(ds, kh) * scale
-    dk = torch.matmul(ds.transpose(-1, -2), qh) * scale
+    dq = _kept_matmul(ds, kh, is_causal) * scale
+    dk = _kept_matmul(ds.transpose(-1, -2), qh, is_causal, upper=True) * scale
+    if mask is not None:
+        dk, dv = _unread_padding(dk, mask), _unread_padding(dv, mask)
 
     def back(g, like):
         if heads:

@@ -26,10 +26,9 @@ Noise: unlike diffusers, the op never draws from the global RNG on its own. With
 Registered as ``torch.ops.genkernels.ddim_step`` (both updates; ``kind`` picks) with a fake
 implementation and autograd w.r.t. sample, model_output and noise (the update is linear in them,
 piecewise where x0 is clipped; with guidance the model_output gradient splits into its halves).
-In plain eager calls that need no autograd (no compiler, tracer, vmap or mode active) the public
-functions run the same implementation without the dispatcher round trip, which costs more than a
-small cache-resident step (a [1, 4, 8, 8] CFG step: ~9 us a call direct, ~22 us through the op).
-Kernels: csrc/cpu/kernels/ddim.cpp, csrc/cuda/ddim.cu, genkernels/triton/ddim.py; the shared
+Non-finite input: each output is computed from exactly the inputs the formula above uses for it (x0 of
+``prediction_type="sample"`` never reads sample; no noise term at eta = 0), so NaN/inf reach an output
+where, and as, they do in the reference. Kernels: csrc/cpu/kernels/ddim.cpp, csrc/cuda/ddim.cu, genkernels/triton/ddim.py; the shared
 coefficient algebra and argument order are in csrc/common/ddim_args.h.
 """
 from __future__ import annotations
@@ -80,8 +79,9 @@ def nan_outside(t, ok):
 
 
 def step_coefficients(kind: int, pred: int, use_clipped: bool, has_noise: bool, a_t, a_p, eta: float):
-    """(A, B, G, H, K, S) of  x0 = clip(A x + B m),  prev = G x0 + H x + K m + S z  (ddim_args.h's
-    step_coef; NaN outside the domain). a_t, a_p: floats or tensors (any broadcastable shape)."""
+    """(A, B, G, H, K, S) of  x0 = clip(A x + B m),  prev = G x0 + H x + K y + S z, y = x0 for DDIM with
+    use_clipped, else m (ddim_args.h's step_coef; NaN outside the domain). a_t, a_p: floats or tensors
+    (any broadcastable shape)."""
     b_t = 1 - a_t
     sa, sb, sp = _sqrt(a_t), _sqrt(b_t), _sqrt(a_p)
     if pred == 0:
@@ -95,7 +95,7 @@ def step_coefficients(kind: int, pred: int, use_clipped: bool, has_noise: bool, 
         std = eta * _sqrt(var)
         Q = _sqrt(1 - a_p - std * std)
         if use_clipped:
-            G, H, K = sp - Q * sa / sb, Q / sb, 0.0
+            G, H, K = sp, Q / sb, -Q * sa / sb
         else:
             G, H, K = sp, Q * C, Q * D
         S = std if has_noise else 0.0
@@ -184,7 +184,8 @@ def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta,
         return prev.copy_(p), x0.copy_(o)
     N = x.shape[0]
     m = to_layout(model_output, cl)
-    z = None if noise is None else to_layout(noise, cl)
+    # DDIM at eta = 0 adds no noise (the reference reads none: 0 * NaN must not reach prev)
+    z = None if noise is None or (kind == KIND_DDIM and eta == 0) else to_layout(noise, cl)
     # a tensor alpha is read by the kernel (dtype code, per-sample flag); a float travels as a scalar
     at_t = alpha_t.contiguous() if isinstance(alpha_t, Tensor) else None
     ap_t = alpha_prev.contiguous() if isinstance(alpha_prev, Tensor) else None
@@ -258,13 +259,14 @@ def _backward(ctx, g_prev, g_x0):
     a_t = at_v if alpha_t is None else _per_sample(alpha_t, gp)
     a_p = ap_v if alpha_prev is None else _per_sample(alpha_prev, gp)
     A, B, G, H, K, S = step_coefficients(kind, pred, use_clipped, has_noise, a_t, a_p, eta)
-    t = gx0 + G * gp
+    y_x0 = kind == KIND_DDIM and use_clipped  # prev's K term reads x0, not m
+    t = gx0 + (G + K if y_x0 else G) * gp
     if clip is not None:
         x = sample.to(acc)
         x0u = A * x + B * _guided(model_output.to(acc), gs)
         t = torch.where((x0u >= -clip) & (x0u <= clip), t, torch.zeros_like(t))
     gx = A * t + H * gp
-    gm = B * t + K * gp
+    gm = B * t if y_x0 else B * t + K * gp
     if gs is not None:
         gm = torch.cat([(1 - gs) * gm, gs * gm])
     gz = S * gp if has_noise else None

@@ -29,6 +29,35 @@ def _mm(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _kept_dot(a, b, keep, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b (a [M, K] zero where keep is False) with the dropped pairs never multiplied: NaN/inf in a
+    row of b that only dropped pairs meet (a key hidden from every query of the row block by the
+    causal mask, a hidden query) cannot reach the result through 0 * NaN. For the tiles on the causal
+    diagonal; only a tile of b holding NaN/inf pays for the indicator products that place them."""
+    bf = b.to(tl.float32)
+    bad = (bf != bf) | (tl.abs(bf) == float("inf"))
+    if tl.max(bad.to(tl.int32)) == 0:
+        r = _mm(a, b, PREC, UPCAST)
+    else:
+        af = a.to(tl.float32)
+        r = _mm(a, tl.where(bad, 0.0, b), PREC, UPCAST)
+        kf = keep.to(tl.float32)
+        pos = (keep & (af > 0)).to(tl.float32)
+        neg = (keep & (af < 0)).to(tl.float32)
+        pinf = (bf == float("inf")).to(tl.float32)
+        ninf = (bf == float("-inf")).to(tl.float32)
+        # kept a * NaN, and kept (0 or NaN) * inf, are NaN; +inf and -inf terms together are NaN
+        n_nan = tl.dot(kf, (bf != bf).to(tl.float32), input_precision="ieee") + \
+            tl.dot(kf - pos - neg, pinf + ninf, input_precision="ieee")
+        n_pos = tl.dot(pos, pinf, input_precision="ieee") + tl.dot(neg, ninf, input_precision="ieee")
+        n_neg = tl.dot(pos, ninf, input_precision="ieee") + tl.dot(neg, pinf, input_precision="ieee")
+        fix = tl.where(n_pos > 0, float("inf"), tl.where(n_neg > 0, float("-inf"), r))
+        fix = tl.where((n_nan > 0) | ((n_pos > 0) & (n_neg > 0)), float("nan"), fix)
+        r = tl.where(r != r, r, fix)
+    return r
+
+
+@triton.jit
 def _live(MASK, b, Lk, rn, HAS_MASK: tl.constexpr):
     """Keys rn that exist and are not padding: only these are loaded (a NaN in a padding key is never
     read, so it cannot reach the output through 0 * NaN)."""
@@ -77,13 +106,18 @@ def _fwd_kernel(Q, K, V, MASK, O, LSE, H, Lq, Lk, D,
         p = tl.exp(s - m_use[:, None])
         alpha = tl.exp(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PREC, UPCAST)
+        if CAUSAL and n0 + BN > pid_m * BM:  # a tile on the diagonal: keys hidden from some rows
+            pv = _kept_dot(p.to(v.dtype), v, keep, PREC, UPCAST)
+        else:
+            pv = _mm(p.to(v.dtype), v, PREC, UPCAST)
+        acc = acc * alpha[:, None] + pv
         m_i = m_new
     inv = tl.where(l_i > 0, 1.0 / tl.maximum(l_i, 1e-30), 0.0)
     out = acc * inv[:, None]
     tl.store(O + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], out.to(O.dtype.element_ty),
              mask=(rm[:, None] < Lq) & (rd[None, :] < D))
-    lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), float("-inf"))
+    # -inf for a fully masked row (l_i = 0); a NaN row keeps NaN, as the reference's logsumexp
+    lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), tl.where(l_i == 0, float("-inf"), float("nan")))
     tl.store(LSE + bh * Lq + rm, lse, mask=rm < Lq)
 
 
@@ -101,8 +135,8 @@ def _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK: tl.con
         keep = keep & (rn[None, :] <= rm[:, None])
     p = tl.where(keep, p, 0.0)
     dp = _mm(do, tl.trans(v), PREC, UPCAST)
-    ds = p * (dp - delta[:, None])
-    return p, ds
+    ds = tl.where(keep, p * (dp - delta[:, None]), 0.0)  # a hidden pair's dp may be NaN (its v)
+    return p, ds, keep
 
 
 @triton.jit
@@ -134,10 +168,17 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV, H, Lq, Lk, D,
         do = tl.load(DO + b * o_sb + h * o_sh + rm[:, None] * o_sl + rd[None, :], mask=q_ok, other=0.0)
         lse = tl.load(LSE + bh * Lq + rm, mask=rm < Lq, other=float("-inf"))
         delta = tl.load(DELTA + bh * Lq + rm, mask=rm < Lq, other=0.0)
-        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL, PREC, UPCAST)
-        dv += _mm(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
-        dk += _mm(tl.trans(ds).to(q.dtype), q, PREC, UPCAST)
-    tl.store(DK + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], (dk * scale).to(DK.dtype.element_ty), mask=kv_ok)
+        p, ds, keep = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL, PREC, UPCAST)
+        if CAUSAL and m0 < pid_n * BN + BN:  # a tile on the diagonal: queries hidden from some keys
+            dv += _kept_dot(tl.trans(p).to(do.dtype), do, tl.trans(keep), PREC, UPCAST)
+            dk += _kept_dot(tl.trans(ds).to(q.dtype), q, tl.trans(keep), PREC, UPCAST)
+        else:
+            dv += _mm(tl.trans(p).to(do.dtype), do, PREC, UPCAST)
+            dk += _mm(tl.trans(ds).to(q.dtype), q, PREC, UPCAST)
+    # a padding key's gradients are 0, whatever the queries hold (0 * NaN from a NaN query row)
+    dk = tl.where(live, dk * scale, 0.0)
+    dv = tl.where(live, dv, 0.0)
+    tl.store(DK + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], dk.to(DK.dtype.element_ty), mask=kv_ok)
     tl.store(DV + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], dv.to(DV.dtype.element_ty), mask=kv_ok)
 
 
@@ -168,8 +209,11 @@ def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
         kv_ok = _live(MASK, b, Lk, rn, HAS_MASK)[:, None] & (rd[None, :] < D)
         k = tl.load(K + b * k_sb + h * k_sh + rn[:, None] * k_sl + rd[None, :], mask=kv_ok, other=0.0)
         v = tl.load(V + b * v_sb + h * v_sh + rn[:, None] * v_sl + rd[None, :], mask=kv_ok, other=0.0)
-        p, ds = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL, PREC, UPCAST)
-        dq += _mm(ds.to(k.dtype), k, PREC, UPCAST)
+        p, ds, keep = _probs(q, k, v, do, lse, delta, rm, rn, Lk, b, MASK, scale, HAS_MASK, CAUSAL, PREC, UPCAST)
+        if CAUSAL and n0 + BN > pid_m * BM:  # a tile on the diagonal
+            dq += _kept_dot(ds.to(k.dtype), k, keep, PREC, UPCAST)
+        else:
+            dq += _mm(ds.to(k.dtype), k, PREC, UPCAST)
     tl.store(DQ + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], (dq * scale).to(DQ.dtype.element_ty), mask=q_ok)
 
 

@@ -2,7 +2,8 @@
 
 Semantics and argument order: csrc/common/ddim_args.h (the CPU twin: csrc/cpu/kernels/ddim.cpp).
 
-    m = m_u + s (m_c - m_u) (guidance) or m;  x0 = clip(A x + B m);  prev = G x0 + H x + K m + S z
+    m = m_u + s (m_c - m_u) (guidance) or m;  x0 = clip(A x + B m);  prev = G x0 + H x + K y + S z
+    (y = x0 for DDIM with use_clipped_model_output, else m; the terms the reference lacks are left out)
 
 One launch: a program owns ITERS tiles of BLOCK elements of one sample and forms that sample's
 coefficients itself from the scalar alphas or the alpha tensors (no host sync, no extra kernel).
@@ -57,9 +58,9 @@ def _coef(a_t, a_p, eta, KIND: tl.constexpr, PRED: tl.constexpr, USE_CLIPPED: tl
         std = eta * tl.sqrt(var)
         Q = tl.sqrt(1.0 - a_p - std * std)
         if USE_CLIPPED:
-            G = sp - Q * sa / sb
+            G = sp
             H = Q / sb
-            K = zero
+            K = -Q * sa / sb
         else:
             G = sp
             H = Q * C
@@ -119,19 +120,27 @@ def _step_kernel(X, M, Z, AT, AP, PREV, X0, N, L, CHUNK, n_chunks, at_stride, ap
         if GUIDE:
             mc = tl.load(M + cbase + offs, mask=mask, other=0.0).to(ACC)
             m = m + s * (mc - m)
-        x0 = A * x + B * m
+        # only the terms of the reference formula (ddim_args.h's StepCoef flags): 0 * inf would be NaN
+        if PRED == 1:
+            x0 = B * m
+        else:
+            x0 = A * x + B * m
         if CLIP:
             x0 = tl.where(x0 < -r, -r, tl.where(x0 > r, r, x0))
-        p = G * x0 + H * x + K * m
+        if KIND == 0 and PRED == 0 and not USE_CLIPPED:
+            p = G * x0
+        else:
+            p = G * x0 + H * x
+        if KIND == 0:
+            if USE_CLIPPED:
+                p = p + K * x0
+            else:
+                p = p + K * m
         if NOISE:
             z = tl.load(Z + base + offs, mask=mask, other=0.0).to(ACC)
             p = p + S * z
         tl.store(PREV + base + offs, p.to(PREV.dtype.element_ty), mask=mask)
         tl.store(X0 + base + offs, x0.to(X0.dtype.element_ty), mask=mask)
-
-
-def _np2(v: int) -> int:
-    return 1 << max(0, int(v) - 1).bit_length()
 
 
 def ddim_step(x, m, noise, alpha_t, alpha_prev, prev, x0,
@@ -142,7 +151,7 @@ def ddim_step(x, m, noise, alpha_t, alpha_prev, prev, x0,
         return
     import torch
 
-    block = min(_BLOCK, _np2(L))
+    block = min(_BLOCK, triton.next_power_of_2(L))
     tiles = triton.cdiv(L, block)
     iters = max(1, min(_MAX_ITERS, (N * tiles) // _TARGET_PROGRAMS, tiles))
     chunk = iters * block

@@ -166,6 +166,14 @@ void key_bias(const AttnArgs& a, std::int64_t Lkp, A* __restrict bias) {
       bias[b * Lkp + j] = (j >= a.Lk || (a.mask && a.mask[b * a.Lk + j])) ? NEG : A(0);
 }
 
+// The first key of batch b that is not padding (Lk when every key is).
+inline std::int64_t first_live_key(const AttnArgs& a, std::int64_t b) {
+  std::int64_t j = 0;
+  if (a.mask)
+    while (j < a.Lk && a.mask[b * a.Lk + j]) ++j;
+  return j;
+}
+
 // The head geometry both passes share: keys in panels of NW, tiles of KT keys (all keys in one tile
 // up to kFastKeys), D padded to whole vectors (Dp, the row stride) and half vectors (Dh, what the
 // P.V micro-kernel computes).
@@ -230,6 +238,44 @@ void pv_tile(const A* P, std::int64_t ldP, std::int64_t Rp, const A* Vr, std::in
   }
 }
 
+// pv_tile where row r of O sums only the k of its band [lo0 + r, hi0 + r) (clamped to [0, nk); lo, hi
+// non-decreasing in r): a query row's keys up to its causal diagonal, or a key row's queries from it on.
+// A pair outside the band has P = 0, but 0 * NaN is NaN (a hidden key's v, a hidden query): when the
+// rows of Vr that some band leaves out hold a NaN or inf, those rows are summed row by row over each
+// band only; otherwise (always, for finite data) this is pv_tile.
+template <class A>
+void pv_tile_band(const A* P, std::int64_t ldP, std::int64_t Rp, const A* Vr, std::int64_t ldV, std::int64_t nk,
+                  std::int64_t Dh, A* O, std::int64_t ldO, std::int64_t lo0, std::int64_t hi0) {
+  const auto at = [nk](std::int64_t i) { return std::min(std::max<std::int64_t>(i, 0), nk); };
+  const std::int64_t c0 = at(lo0 + Rp - 1), c1 = std::max(c0, at(hi0));  // [c0, c1): in every band
+  A bad = 0;  // sum of x - x over the rows outside [c0, c1): 0 when all are finite, else NaN
+  for (std::int64_t k = 0; k < nk; ++k) {
+    if (k == c0) k = c1;
+    if (k >= nk) break;
+    const A* v = Vr + k * ldV;
+#pragma omp simd reduction(+ : bad)
+    for (std::int64_t c = 0; c < Dh; ++c) bad += v[c] - v[c];
+  }
+  if (bad == A(0)) {
+    pv_tile(P, ldP, Rp, Vr, ldV, nk, Dh, O, ldO);
+    return;
+  }
+  pv_tile(P + c0, ldP, Rp, Vr + c0 * ldV, ldV, c1 - c0, Dh, O, ldO);
+  for (std::int64_t r = 0; r < Rp; ++r) {
+    const std::int64_t lo = at(lo0 + r), hi = at(hi0 + r);
+    A* o = O + r * ldO;
+    for (std::int64_t k = lo; k < hi; ++k) {
+      if (k >= c0 && k < c1) continue;  // summed by pv_tile
+      const A p = P[r * ldP + k];
+      const A* v = Vr + k * ldV;
+#pragma omp simd
+      for (std::int64_t c = 0; c < Dh; ++c) o[c] += p * v[c];
+    }
+  }
+}
+
+constexpr std::int64_t kUnbounded = std::int64_t(1) << 60;  // a band edge past every index
+
 // ------------------------------------------------------------------------------------------ forward
 template <class T>
 void forward(const AttnArgs& a, int threads) {
@@ -285,8 +331,12 @@ void forward(const AttnArgs& a, int threads) {
     A* zero_row = qconv.p + (in_place ? 0 : rows * D);
     std::fill_n(zero_row, D, A(0));
     std::vector<const A*> qrow(std::size_t(R), zero_row);
+    // a row that sees no key reads zeros: its logits are then exactly -inf whatever q holds (NaN + -inf
+    // would be NaN), so it gives zeros like every fully masked row
+    const std::int64_t first_live = first_live_key(a, b);
     for (std::int64_t r = 0; r < rows; ++r) {
       const T* row = qb + (m0 + r) * a.qs[2];
+      if (first_live >= (a.causal ? std::min(Lk, m0 + r + 1) : Lk)) continue;  // (qrow[r] = zero_row)
       if constexpr (in_place) {
         qrow[r] = row;
       } else {
@@ -339,7 +389,10 @@ void forward(const AttnArgs& a, int threads) {
         m[r] = mnew;
       }
       // 3. O += P V over the real keys only (P of the padding is 0)
-      pv_tile(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lv - j0), geo.Dh, O.p, Dp);
+      if (a.causal)  // row r: keys up to m0 + r
+        pv_tile_band(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lv - j0), geo.Dh, O.p, Dp, -kUnbounded, m0 + 1 - j0);
+      else
+        pv_tile(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lv - j0), geo.Dh, O.p, Dp);
     }
     // ---- normalise and store
     T* ob = out + b * a.os[0] + h * a.os[1];
@@ -349,7 +402,8 @@ void forward(const AttnArgs& a, int threads) {
       const A* o = O.p + r * Dp;
       T* dst = ob + (m0 + r) * a.os[2];
       for (std::int64_t d = 0; d < D; ++d) dst[d] = from_acc<T>(A(o[d] * inv));
-      lb[m0 + r] = l[r] > A(0) ? m[r] + std::log(l[r]) : NEG;
+      // -inf for a fully masked row (l = 0); a NaN row keeps NaN (the reference's logsumexp)
+      lb[m0 + r] = l[r] > A(0) ? m[r] + std::log(l[r]) : (l[r] == A(0) ? NEG : l[r]);
     }
   });
 }
@@ -395,6 +449,9 @@ void backward(const AttnArgs& a, int threads) {
     pack_rows(kb, a.ks[2], Lk, Lkp, D, Dp, mb, krow.p + bh * Lkp * Dp);
   });
 
+  // a padding key's gradients are 0 whatever the queries hold (a NaN query's P would be NaN there)
+  const auto pad = [&a](std::int64_t b, std::int64_t j) { return a.mask && a.mask[b * a.Lk + j]; };
+
   // ---- tasks: (bh, chunk of query blocks)
   const std::int64_t MB = 64;
   const std::int64_t qblocks = (Lq + MB - 1) / MB;
@@ -436,6 +493,8 @@ void backward(const AttnArgs& a, int threads) {
           for (std::int64_t d = 0; d < D; ++d) s += Gb.p[r * Dp + d] * A(to_acc(osrc[r * a.os[2] + d]));
         delta[r] = s;
         L[r] = r < rows ? lse[bh * Lq + m0 + r] : NEG;  // padding rows: P = 0
+        if (L[r] == NEG)  // a row without keys takes no part (0 * NaN from its q or dout would)
+          for (std::int64_t d = 0; d < Dp; ++d) Qb.p[r * Dp + d] = Gb.p[r * Dp + d] = A(0);
       }
       std::memset(dQ.p, 0, sizeof(A) * std::size_t(Rp * Dp));
       const std::int64_t Lv = a.causal ? std::min(Lk, m0 + rows) : Lk;  // keys any row of the block sees
@@ -469,9 +528,15 @@ void backward(const AttnArgs& a, int threads) {
             dSt.p[j * Rp + r] = sr[j];
           }
         }
-        pv_tile(dS.p, KT, Rp, kr + j0 * Dp, Dp, nkv, Dh, dQ.p, Dp);
-        pv_tile(Pt.p, Rp, nkr, Gb.p, Dp, R, Dh, dV + j0 * Dp, Dp);
-        pv_tile(dSt.p, Rp, nkr, Qb.p, Dp, R, Dh, dK + j0 * Dp, Dp);
+        if (a.causal) {  // query row r: keys up to m0 + r; key j0 + j: queries from it on
+          pv_tile_band(dS.p, KT, Rp, kr + j0 * Dp, Dp, nkv, Dh, dQ.p, Dp, -kUnbounded, m0 + 1 - j0);
+          pv_tile_band(Pt.p, Rp, nkr, Gb.p, Dp, R, Dh, dV + j0 * Dp, Dp, j0 - m0, kUnbounded);
+          pv_tile_band(dSt.p, Rp, nkr, Qb.p, Dp, R, Dh, dK + j0 * Dp, Dp, j0 - m0, kUnbounded);
+        } else {
+          pv_tile(dS.p, KT, Rp, kr + j0 * Dp, Dp, nkv, Dh, dQ.p, Dp);
+          pv_tile(Pt.p, Rp, nkr, Gb.p, Dp, R, Dh, dV + j0 * Dp, Dp);
+          pv_tile(dSt.p, Rp, nkr, Qb.p, Dp, R, Dh, dK + j0 * Dp, Dp);
+        }
       }
       T* dqb = dq + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
       for (std::int64_t r = 0; r < rows; ++r)
@@ -481,9 +546,10 @@ void backward(const AttnArgs& a, int threads) {
       for (std::int64_t j = 0; j < Lk; ++j) {
         T* dkr = dk + b * a.ks[0] + h * a.ks[1] + j * a.ks[2];
         T* dvr = dv + b * a.vs[0] + h * a.vs[1] + j * a.vs[2];
+        const bool padding = pad(b, j);
         for (std::int64_t d = 0; d < D; ++d) {
-          dkr[d] = from_acc<T>(A(dK[j * Dp + d] * scale));
-          dvr[d] = from_acc<T>(dV[j * Dp + d]);
+          dkr[d] = from_acc<T>(padding ? A(0) : A(dK[j * Dp + d] * scale));
+          dvr[d] = from_acc<T>(padding ? A(0) : dV[j * Dp + d]);
         }
       }
     }
@@ -501,8 +567,8 @@ void backward(const AttnArgs& a, int threads) {
             sk += base[c * 2 * Lkp * Dp + j * Dp + d];
             sv += base[c * 2 * Lkp * Dp + Lkp * Dp + j * Dp + d];
           }
-          dkr[d] = from_acc<T>(A(sk * scale));
-          dvr[d] = from_acc<T>(sv);
+          dkr[d] = from_acc<T>(pad(b, j) ? A(0) : A(sk * scale));
+          dvr[d] = from_acc<T>(pad(b, j) ? A(0) : sv);
         }
       }
     });

@@ -41,21 +41,14 @@ template <class T> static inline T store(float v) { return from_acc<T>(v); }
 template <class T> static inline T store(double v) { return from_acc<T>(v); }
 template <> inline half_t store<half_t>(float v) { return static_cast<half_t>(float_to_half_bits(v)); }
 
-template <class A>
-struct Coef {
-  A A_, B_, G_, H_, K_, S_;
-};
-
 template <class T, bool GUIDE, bool CLIP, bool NOISE>
 void step_loop(const T* __restrict x, const T* __restrict mu, const T* __restrict mc, const T* __restrict z,
-               T* __restrict prev, T* __restrict x0o, std::int64_t n, const Coef<acc_t<T>>& k,
+               T* __restrict prev, T* __restrict x0o, std::int64_t n, const StepCoef<acc_t<T>>& k,
                acc_t<T> s, acc_t<T> r) {
   using A = acc_t<T>;
-  const A cA = k.A_, cB = k.B_, cG = k.G_, cH = k.H_, cK = k.K_, cS = k.S_;
-  const A lo = -r;
+  const StepCoef<A> kk = k;  // (a local copy: loop-invariant for the vectoriser)
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
-    const A xv = to_acc(x[i]);
     A m;
     if (GUIDE) {
       const A u = to_acc(mu[i]);
@@ -63,10 +56,8 @@ void step_loop(const T* __restrict x, const T* __restrict mu, const T* __restric
     } else {
       m = to_acc(mu[i]);
     }
-    A x0 = cA * xv + cB * m;
-    if (CLIP) x0 = x0 < lo ? lo : (x0 > r ? r : x0);  // NaN passes through, as torch.clamp
-    A p = cG * x0 + cH * xv + cK * m;
-    if (NOISE) p += cS * to_acc(z[i]);
+    A p, x0;
+    step_element<A>(kk, CLIP, NOISE, to_acc(x[i]), m, NOISE ? to_acc(z[i]) : A(0), r, p, x0);
     prev[i] = store<T>(p);
     x0o[i] = store<T>(x0);
   }
@@ -119,7 +110,7 @@ static inline void cvt_out(const float* __restrict src, T* __restrict dst, std::
 // loops, the F16C instructions for half where the ISA has them); float/double run the loop directly.
 template <class T, bool GUIDE, bool CLIP, bool NOISE>
 void step_range(const T* __restrict x, const T* __restrict mu, const T* __restrict mc, const T* __restrict z,
-                T* __restrict prev, T* __restrict x0o, std::int64_t n, const Coef<acc_t<T>>& k,
+                T* __restrict prev, T* __restrict x0o, std::int64_t n, const StepCoef<acc_t<T>>& k,
                 acc_t<T> s, acc_t<T> r) {
   if constexpr (std::is_same<T, half_t>::value || std::is_same<T, bf16_t>::value) {
     constexpr std::int64_t B = 512;
@@ -165,7 +156,7 @@ static inline void stream_out(void* dst, const void* src, std::size_t nbytes) {
 // The same range through an L1-resident staging block, written out with non-temporal stores.
 template <class T, bool GUIDE, bool CLIP, bool NOISE>
 void step_range_nt(const T* __restrict x, const T* __restrict mu, const T* __restrict mc, const T* __restrict z,
-                   T* __restrict prev, T* __restrict x0o, std::int64_t n, const Coef<acc_t<T>>& k,
+                   T* __restrict prev, T* __restrict x0o, std::int64_t n, const StepCoef<acc_t<T>>& k,
                    acc_t<T> s, acc_t<T> r) {
   constexpr std::int64_t B = 1024 / sizeof(T) * 2;  // 2 KiB per output
   alignas(64) T pb[B];
@@ -192,7 +183,7 @@ void step_range_nt(const T* __restrict x, const T* __restrict mu, const T* __res
 }
 
 template <class T>
-using RangeFn = void (*)(const T*, const T*, const T*, const T*, T*, T*, std::int64_t, const Coef<acc_t<T>>&,
+using RangeFn = void (*)(const T*, const T*, const T*, const T*, T*, T*, std::int64_t, const StepCoef<acc_t<T>>&,
                          acc_t<T>, acc_t<T>);
 
 template <class T, bool G, bool C>
@@ -214,12 +205,12 @@ void run(const StepArgs& p, int threads) {
   const std::int64_t N = p.N, L = p.L;
   if (N <= 0 || L <= 0) return;
   const bool noise = p.noise != nullptr;
-  std::vector<Coef<A>> coef(N);
+  std::vector<StepCoef<A>> coef(N);
   for (std::int64_t n = 0; n < N; ++n) {
     const double at = read_alpha(p.alpha_t, p.at_dtype, p.at_stride, n, p.at);
     const double ap = read_alpha(p.alpha_prev, p.ap_dtype, p.ap_stride, n, p.ap);
     StepCoef<double> k = step_coef<double>(p.kind, p.pred, p.use_clipped, noise, at, ap, p.eta);
-    coef[n] = {A(k.A), A(k.B), A(k.G), A(k.H), A(k.K), A(k.S)};
+    coef[n] = {A(k.A), A(k.B), A(k.G), A(k.H), A(k.K), A(k.S), k.ax, k.hx, k.ky, k.y_x0};
   }
   const T* x = static_cast<const T*>(p.x);
   const T* m = static_cast<const T*>(p.m);
