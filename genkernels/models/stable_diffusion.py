@@ -169,8 +169,10 @@ class StableDiffusion(LDM):
         if w != 1.0:
             uncond = self.encode_prompt(negatives).repeat_interleave(num_images_per_prompt, 0)
             cond = torch.cat([uncond, cond])
-        return self.sample(n, generator, steps=num_inference_steps, latents=latents, height=height, width=width,
-                           output_latents=output_latents, context=cond.to(dtype), guidance=w, eta=eta)
+        with self.unet.cached_context():   # the text's keys/values projected once for all steps
+            return self.sample(n, generator, steps=num_inference_steps, latents=latents, height=height,
+                               width=width, output_latents=output_latents, context=cond.to(dtype), guidance=w,
+                               eta=eta)
 
     @torch.no_grad()
     def generate(self, num: int, generator: torch.Generator, prompt: Optional[Prompts] = None,
