@@ -1,7 +1,8 @@
 """The Triton kernels compile for sm_90 (cubin, shared memory within the limit) on this GPU-less
-machine: CI otherwise runs them only through the interpreter, which accepts code the GPU compiler
-rejects. The work happens in a subprocess (tests/triton_sm90_build.py) because the test session
-imports triton in interpreter mode."""
+machine: CI otherwise runs them only through the interpreter, which accepts code the GPU
+compiler rejects; torch.compile's tracing sees them. The work happens in subprocesses
+(tests/triton_sm90_build.py, tests/triton_trace_check.py) because the test session imports triton in
+interpreter mode."""
 import os
 import subprocess
 import sys
@@ -21,16 +22,48 @@ def _has_cuda_backend() -> bool:
     return "nvidia" in backends
 
 
+def _run_compiled(script: str, timeout: int, **env_vars) -> subprocess.CompletedProcess:
+    """tests/<script> in a process where triton compiles (TRITON_INTERPRET unset), importing the
+    genkernels under test."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(env_vars)
+    root = str(Path(__file__).parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    return subprocess.run([sys.executable, str(Path(__file__).with_name(script))], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_cuda_backend(), reason="this triton has no NVIDIA backend")
 def test_every_triton_kernel_compiles_for_sm90(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)  # a real compile, not a cache hit
-    script = Path(__file__).with_name("triton_sm90_build.py")
-    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=1200)
+    r = _run_compiled("triton_sm90_build.py", timeout=1200, TRITON_CACHE_DIR=str(tmp_path))  # no cache hit
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert " 0 errors" in r.stdout and " 0 specialisations" not in r.stdout, out[-2000:]
+
+
+@pytest.mark.skipif(not _has_cuda_backend(), reason="this triton has no NVIDIA backend")
+def test_torch_compile_traces_the_triton_kernels():
+    """On the triton backend with CUDA tensors every op decomposes, under torch.compile's tracing, into
+    its Triton kernels (tests/triton_trace_check.py, on fake CUDA tensors)."""
+    r = _run_compiled("triton_trace_check.py", timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert r.stdout.count("ok ") == 7, r.stdout
+
+
+def test_launches_are_wrapped_only_while_traced(monkeypatch):
+    """torch.library.wrap_triton only inside launch.traced() (ops/_common.launch enters it while
+    torch.compile traces an op): a wrapped eager launch would cost a dispatch."""
+    import torch
+
+    from genkernels.triton import launch
+
+    monkeypatch.setattr(torch.library, "wrap_triton", lambda fn: ("wrapped", fn))
+    k = _gn._stats_kernel
+    assert launch.kernel(k) is k
+    with launch.traced():
+        assert launch.kernel(k) == ("wrapped", k)
+    assert launch.kernel(k) is k
 
 
 def test_auto_routes_float64_attention_away_from_triton(monkeypatch):

@@ -6,8 +6,10 @@ import numbers
 from typing import Optional
 
 import torch
+from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode  # as triton_op
 
 from .. import _native
+from ..triton import launch as triton_launch
 from .._torch_private import probes as _probes
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -107,7 +109,10 @@ def launch(backend: str, args, dtype: torch.dtype) -> None:
 
         fn = getattr(importlib.import_module(f"genkernels.triton.{args.FAMILY}"), args.KERNEL)
         device = args[0].device
-        if device.type == "cuda":
+        if isinstance(args[0], FunctionalTensor):  # torch.compile tracing the op (Op.decompose): record
+            with triton_launch.traced():
+                fn(*args)
+        elif device.type == "cuda":
             with torch.cuda.device(device):
                 fn(*args)
         else:  # TRITON_INTERPRET=1 on CPU tensors
@@ -161,11 +166,14 @@ class Op:
       - otherwise (torch.compile, tracing, modes, tensor subclasses): the registered op `registered`
         through the dispatcher (its implementation: the checks, then `impl`).
     `impl` resolves the backend and runs it; it does not check its arguments. `name` names the eager
-    autograd node (``<name>_eagerBackward``)."""
+    autograd node (``<name>_eagerBackward``). `backend` (the registered op's arguments -> the backend
+    `impl` will run): see `decompose`."""
 
-    def __init__(self, name, registered, impl, reference=None, setup_context=None, backward=None):
-        self.registered, self.impl, self.reference = registered, impl, reference
+    def __init__(self, name, registered, impl, reference=None, setup_context=None, backward=None, backend=None):
+        self.registered, self.impl, self.reference, self.backend = registered, impl, reference, backend
         self.function = None
+        if backend is not None:
+            registered.register_torch_dispatch(FunctionalTensorMode, self.decompose)
         if backward is not None:
             registered.register_autograd(backward, setup_context=setup_context)
 
@@ -177,6 +185,19 @@ class Op:
             self.function = type(f"{name}_eager", (torch.autograd.Function,),
                                  {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
+    def decompose(self, mode, func, types, args, kwargs):
+        """The registered op under torch.compile's functional tracing (AOTAutograd): where it would run
+        its Triton kernels on CUDA tensors, `impl` itself is traced and its launches recorded through
+        torch.library.wrap_triton (ops/_common.launch), so the compiler sees the kernels, as
+        torch.library.triton_op does for an op that is only Triton; other backends (native kernels,
+        which fake tensors cannot run) stay one opaque call. torch.export keeps the op whole."""
+        device = next(t.device for t in args if isinstance(t, torch.Tensor))
+        if device.type == "cuda" and self.backend(*args, **kwargs) == "triton" \
+                and not _export_keeps_triton_ops():
+            with mode:
+                return self.impl(*args, **kwargs)
+        return mode.__torch_dispatch__(func, types, args, kwargs)
+
     def __call__(self, *inputs):
         tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
         if plain_eager(*tensors):
@@ -186,3 +207,10 @@ class Op:
         if self.reference is not None and under_functorch():
             return self.reference(*inputs)
         return self.registered(*inputs)
+
+
+def _export_keeps_triton_ops() -> bool:
+    """torch.export serialises custom ops, not Triton kernels (torch.library.triton_op checks the same)."""
+    from torch.export._trace import custom_triton_ops_decomposition_disabled
+
+    return custom_triton_ops_decomposition_disabled()

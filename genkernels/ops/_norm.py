@@ -177,7 +177,8 @@ def norm_backward_op(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: 
 
 def _backward_impl(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale, backend):
     """norm_backward_op's implementation, without the argument checks."""
-    backend = resolve("norm_backward", x.device, name=backend)
+    backend = _backward_backend(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu,
+                                one_plus_scale, backend)
     return tuple(t.contiguous() if i else t for i, t in enumerate(
         norm_backward(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale)))
 
@@ -208,7 +209,13 @@ def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_
             x.new_empty((N, C), dtype=acc), x.new_empty((N, C), dtype=acc))
 
 
-_run_backward = Op("norm_backward", norm_backward_op, _backward_impl)
+def _backward_backend(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale,
+                      backend):
+    """The backend norm_backward_op runs on: `backend` (the forward's), "auto" resolved now."""
+    return resolve("norm_backward", x.device, name=backend)
+
+
+_run_backward = Op("norm_backward", norm_backward_op, _backward_impl, backend=_backward_backend)
 
 
 def fake_forward(x, num_groups):

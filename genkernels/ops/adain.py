@@ -19,9 +19,14 @@ Tensor = torch.Tensor
 OP = "adain"
 
 
+def _backend(x, *_):
+    """The backend the registered op runs on for these arguments."""
+    return resolve(OP, x.device)
+
+
 def _forward(x, style_scale, style_bias, eps):
     """The registered op's implementation, without the argument checks."""
-    return _norm.norm_forward(resolve(OP, x.device), x, x.shape[1], None, None, style_scale, style_bias, eps,
+    return _norm.norm_forward(_backend(x), x, x.shape[1], None, None, style_scale, style_bias, eps,
                               False, False)
 
 
@@ -57,7 +62,7 @@ def _backward(ctx, gy, _gmean, _grstd):
     return gx, gs, gb, None
 
 
-_run = Op(OP, adain_op, _forward, _reference, _setup_context, _backward)
+_run = Op(OP, adain_op, _forward, _reference, _setup_context, _backward, _backend)
 
 
 def check_args(x, style_scale, style_bias, eps) -> float:

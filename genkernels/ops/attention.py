@@ -255,10 +255,14 @@ def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Ten
     return _forward(q, k, v, key_padding_mask, scale, heads, is_causal)
 
 
+def _backend(q, *_):
+    """The backend the registered op runs on for these arguments."""
+    return resolve(OP, q.device, gpu_order(q.dtype))
+
+
 def _forward(q, k, v, key_padding_mask, scale, heads, is_causal=False):
     """The registered op's implementation, without the argument checks."""
-    backend = resolve(OP, q.device, gpu_order(q.dtype))
-    return attention_forward(backend, q, k, v, key_padding_mask, scale, heads, is_causal)
+    return attention_forward(_backend(q), q, k, v, key_padding_mask, scale, heads, is_causal)
 
 
 @attention_op.register_fake
@@ -281,9 +285,14 @@ def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Te
     return _backward_impl(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal)
 
 
+def _backward_backend(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, *_):
+    """The backend attention_backward_op runs on: `backend` (the forward's), "auto" resolved now."""
+    return resolve(OP, q.device, gpu_order(q.dtype), name=backend)
+
+
 def _backward_impl(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal=False):
     """attention_backward_op's implementation, without the argument checks."""
-    backend = resolve(OP, q.device, gpu_order(q.dtype), name=backend)
+    backend = _backward_backend(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend)
     dq, dk, dv = attention_backward(backend, dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
@@ -331,8 +340,8 @@ def _reference_backward_graph(dout, q, k, v, mask, scale, heads, is_causal):
     return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype), create_graph=True, allow_unused=True)
 
 
-_run = Op(OP, attention_op, _forward, reference_forward, _setup_context, _backward)
-_run_backward = Op("attention_backward", attention_backward_op, _backward_impl)
+_run = Op(OP, attention_op, _forward, reference_forward, _setup_context, _backward, _backend)
+_run_backward = Op("attention_backward", attention_backward_op, _backward_impl, backend=_backward_backend)
 
 
 # ----------------------------------------------------------------------------------- public API

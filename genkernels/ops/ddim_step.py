@@ -219,10 +219,15 @@ def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], 
 def _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
              clip_sample_range, prediction_type, use_clipped_model_output, kind):
     """The registered op's implementation, without the argument checks."""
-    return step_forward(resolve("ddpm_step" if kind else OP, sample.device), sample, model_output, noise,
+    return step_forward(_backend(sample, kind), sample, model_output, noise,
                         alpha_t_value if alpha_t is None else alpha_t,
                         alpha_prev_value if alpha_prev is None else alpha_prev,
                         eta, guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
+
+
+def _backend(sample, *rest):
+    """The backend the registered op runs on for these arguments (the last is `kind`)."""
+    return resolve("ddpm_step" if rest[-1] else OP, sample.device)
 
 
 def _reference(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
@@ -276,7 +281,7 @@ def _backward(ctx, g_prev, g_x0):
             gz.to(zd) if (n[2] and gz is not None) else None) + (None,) * 10
 
 
-_run = Op(OP, ddim_step_op, _forward, _reference, _setup_context, _backward)
+_run = Op(OP, ddim_step_op, _forward, _reference, _setup_context, _backward, _backend)
 
 
 # ----------------------------------------------------------------------------------- public API

@@ -22,9 +22,14 @@ Tensor = torch.Tensor
 OP = "group_norm_silu"
 
 
+def _backend(x, *_):
+    """The backend the registered op runs on for these arguments."""
+    return resolve(OP, x.device)
+
+
 def _forward(x, num_groups, weight, bias, eps, scale, shift, silu):
     """The registered op's implementation, without the argument checks."""
-    return _norm.norm_forward(resolve(OP, x.device), x, num_groups, weight, bias, scale, shift, eps, silu, True)
+    return _norm.norm_forward(_backend(x), x, num_groups, weight, bias, scale, shift, eps, silu, True)
 
 
 def _reference(x, num_groups, weight, bias, eps, scale, shift, silu):
@@ -61,7 +66,7 @@ def _backward(ctx, gy, _gmean, _grstd):
     return gx, None, gw, gb, None, gs, gh, None
 
 
-_run = Op(OP, group_norm_silu_op, _forward, _reference, _setup_context, _backward)
+_run = Op(OP, group_norm_silu_op, _forward, _reference, _setup_context, _backward, _backend)
 
 
 def check_args(x, num_groups, weight, bias, scale, shift, act, eps) -> float:

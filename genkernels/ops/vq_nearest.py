@@ -102,9 +102,14 @@ def vq_nearest_op(z: Tensor, codebook: Tensor, cosine: bool) -> Tuple[Tensor, Te
     return _forward(z, codebook, cosine)
 
 
+def _backend(z, *_):
+    """The backend the registered op runs on for these arguments."""
+    return resolve(OP, z.device)
+
+
 def _forward(z, codebook, cosine):
     """The registered op's implementation, without the argument checks."""
-    return nearest_forward(resolve(OP, z.device), z, codebook, cosine)
+    return nearest_forward(_backend(z), z, codebook, cosine)
 
 
 @vq_nearest_op.register_fake
@@ -114,7 +119,7 @@ def _(z, codebook, cosine):
     return z.new_empty((M,), dtype=torch.int64), z.new_empty((M,), dtype=acc_dtype(z.dtype))
 
 
-_run = Op(OP, vq_nearest_op, _forward, reference_forward)
+_run = Op(OP, vq_nearest_op, _forward, reference_forward, backend=_backend)
 
 
 # ----------------------------------------------------------------------------------- public API

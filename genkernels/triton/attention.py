@@ -235,10 +235,13 @@ def _check_dtype(q):
 
 
 def _meta(q, mask, causal, D):
-    """The kernels' compile-time arguments."""
+    """The kernels' compile-time arguments and launch options. Per head-dim bucket: BD = 256 with
+    16-bit data takes 8 warps (the backward at 4 spilled at sm_90: ~250 registers of k, v, dk, dv and
+    q tiles per thread; tests/triton_sm90_build.py reports every kernel's registers and spills)."""
     BD = max(16, triton.next_power_of_2(D))
+    warps = 8 if BD == 256 and q.dtype != torch.float32 else 4
     return dict(HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=64 if BD <= 64 else 32,
-                BN=64 if BD <= 128 else 32, BD=BD, PREC=PREC, UPCAST=_upcast(q))
+                BN=64 if BD <= 128 else 32, BD=BD, PREC=PREC, UPCAST=_upcast(q), num_warps=warps)
 
 
 def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_causal_scale):
@@ -246,7 +249,7 @@ def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_causal_scal
     _check_dtype(q)
     meta = _meta(q, mask, causal, D)
     grid = launch.grid(triton.cdiv(Lq, meta["BM"]) * B * H, kernel="attention_fwd (triton)")
-    _fwd_kernel[grid](q, k, v, mask if mask is not None else q, out, lse, H, Lq, Lk, D, *strides, scale, **meta)
+    launch.kernel(_fwd_kernel)[grid](q, k, v, mask if mask is not None else q, out, lse, H, Lq, Lk, D, *strides, scale, **meta)
 
 
 def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *strides_causal_scale):
@@ -261,5 +264,5 @@ def attention_bwd(q, k, v, mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, *s
     m = mask if mask is not None else q
     grid_kv = launch.grid(triton.cdiv(Lk, meta["BN"]) * B * H, kernel="attention_bwd (triton)")
     grid_q = launch.grid(triton.cdiv(Lq, meta["BM"]) * B * H, kernel="attention_bwd (triton)")
-    _bwd_dkdv_kernel[grid_kv](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D, *strides, scale, **meta)
-    _bwd_dq_kernel[grid_q](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D, *strides, scale, **meta)
+    launch.kernel(_bwd_dkdv_kernel)[grid_kv](q, k, v, m, dout, lse, delta, dk, dv, H, Lq, Lk, D, *strides, scale, **meta)
+    launch.kernel(_bwd_dq_kernel)[grid_q](q, k, v, m, dout, lse, delta, dq, H, Lq, Lk, D, *strides, scale, **meta)

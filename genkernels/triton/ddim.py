@@ -15,6 +15,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from . import launch
+
 _BLOCK = 1024
 _TARGET_PROGRAMS = 2048
 _MAX_ITERS = 8
@@ -158,7 +160,7 @@ def ddim_step(x, m, noise, alpha_t, alpha_prev, prev, x0,
     n_chunks = triton.cdiv(L, chunk)
     acc = tl.float64 if x.dtype == torch.float64 else tl.float32
     dummy = x
-    _step_kernel[(N * n_chunks,)](
+    launch.kernel(_step_kernel)[(N * n_chunks,)](
         x, m, dummy if noise is None else noise, dummy if alpha_t is None else alpha_t,
         dummy if alpha_prev is None else alpha_prev, prev, x0, N, L, chunk, n_chunks,
         int(at_stride), int(ap_stride), float(at), float(ap), float(eta), float(gscale), float(clip_range),

@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import launch
+
 _TILE = 2048            # elements per tile (per loop iteration of a program)
 _TARGET_PROGRAMS = 1024  # enough to fill a large GPU several times over before chunks get longer
 _MAX_ITERS = 8          # at most this many tiles per program
@@ -381,13 +383,13 @@ def group_norm_fwd(x, y, weight, bias, scale, shift, mean, rstd,
     ws = torch.empty((3, N, n_chunks, C), dtype=mean.dtype, device=x.device)
     pmu = torch.empty((2, N, G), dtype=mean.dtype, device=x.device)
     grid = (N * n_cblocks * n_chunks,)
-    _stats_kernel[grid](x, ws, N, C, HW, chunk, iters, n_cblocks, n_chunks,
+    launch.kernel(_stats_kernel)[grid](x, ws, N, C, HW, chunk, iters, n_cblocks, n_chunks,
                         CL=cl, BLOCK_C=block_c, BLOCK_HW=block_hw)
     block_k, block_cg = _fin_blocks(Cg, n_chunks)
-    _fwd_fin_kernel[(N * G,)](ws, mean, rstd, pmu, N, C, HW, G, Cg, chunk, n_chunks, float(eps),
+    launch.kernel(_fwd_fin_kernel)[(N * G,)](ws, mean, rstd, pmu, N, C, HW, G, Cg, chunk, n_chunks, float(eps),
                               BLOCK_K=block_k, BLOCK_CG=block_cg)
     dummy = mean
-    _fwd_apply_kernel[grid](
+    launch.kernel(_fwd_apply_kernel)[grid](
         x, y, dummy if weight is None else weight, dummy if bias is None else bias,
         dummy if scale is None else scale, dummy if shift is None else shift, mean, rstd, pmu,
         N, C, HW, G, Cg, chunk, iters, n_cblocks, n_chunks,
@@ -416,11 +418,11 @@ def group_norm_bwd(dy, x, weight, bias, scale, shift, mean, rstd, dx, sum_dz, su
     flags = dict(CL=cl, SILU=bool(silu), HAS_W=weight is not None, HAS_B=bias is not None,
                  HAS_S=scale is not None, HAS_T=shift is not None, ONE_PLUS_SCALE=bool(one_plus_scale),
                  BLOCK_C=block_c, BLOCK_HW=block_hw)
-    _bwd_sums_kernel[grid](dy, x, w, b, s, t, mean, rstd, ws, N, C, HW, G, Cg, chunk, iters,
+    launch.kernel(_bwd_sums_kernel)[grid](dy, x, w, b, s, t, mean, rstd, ws, N, C, HW, G, Cg, chunk, iters,
                            n_cblocks, n_chunks, **flags)
     block_k, block_cg = _fin_blocks(Cg, n_chunks)
-    _bwd_fin_kernel[(N * G,)](ws, w, s, sum_dz, sum_dz_xhat, gm, N, C, HW, G, Cg, n_chunks,
+    launch.kernel(_bwd_fin_kernel)[(N * G,)](ws, w, s, sum_dz, sum_dz_xhat, gm, N, C, HW, G, Cg, n_chunks,
                               HAS_W=weight is not None, HAS_S=scale is not None,
                               ONE_PLUS_SCALE=bool(one_plus_scale), BLOCK_K=block_k, BLOCK_CG=block_cg)
-    _bwd_apply_kernel[grid](dy, x, w, b, s, t, mean, rstd, gm, dx, N, C, HW, G, Cg, chunk, iters,
+    launch.kernel(_bwd_apply_kernel)[grid](dy, x, w, b, s, t, mean, rstd, gm, dx, N, C, HW, G, Cg, chunk, iters,
                             n_cblocks, n_chunks, **flags)

@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import launch
+
 _BLOCK_M = 64
 _BLOCK_K = 64
 _INT_MAX = tl.constexpr(2147483647)
@@ -168,7 +170,7 @@ def vq_nearest(z, codebook, index, min_dist, M, K, D, cosine, eps) -> None:
     block_d = _block_d(D)
     en = torch.empty(K, dtype=acc_t, device=dev)
     er = torch.empty(K if cos else 1, dtype=acc_t, device=dev)
-    _prep_kernel[(triton.cdiv(K, _BLOCK_K),)](codebook, en, er, K, D, float(eps), COSINE=cos, ACC=ACC,
+    launch.kernel(_prep_kernel)[(triton.cdiv(K, _BLOCK_K),)](codebook, en, er, K, D, float(eps), COSINE=cos, ACC=ACC,
                                               BLOCK_K=_BLOCK_K, BLOCK_D=block_d)
     m_blocks = triton.cdiv(M, _BLOCK_M)
     k_tiles = triton.cdiv(K, _BLOCK_K)
@@ -177,9 +179,9 @@ def vq_nearest(z, codebook, index, min_dist, M, K, D, cosine, eps) -> None:
     splits = triton.cdiv(K, k_per_split)
     pb = torch.empty((splits, M), dtype=acc_t, device=dev)
     pi = torch.empty((splits, M), dtype=torch.int32, device=dev)
-    _search_kernel[(m_blocks, splits)](z, codebook, en, er, pb, pi, M, K, D, k_per_split, float(eps),
+    launch.kernel(_search_kernel)[(m_blocks, splits)](z, codebook, en, er, pb, pi, M, K, D, k_per_split, float(eps),
                                        COSINE=cos, ACC=ACC, UPCAST=_upcast_tiles(z.dtype),
                                        BLOCK_M=_BLOCK_M, BLOCK_K=_BLOCK_K,
                                        BLOCK_D=block_d)
-    _finalize_kernel[(m_blocks,)](z, codebook, er, pb, pi, index, min_dist, M, D, splits, float(eps),
+    launch.kernel(_finalize_kernel)[(m_blocks,)](z, codebook, er, pb, pi, index, min_dist, M, D, splits, float(eps),
                                   COSINE=cos, ACC=ACC, BLOCK_M=_BLOCK_M, BLOCK_D=block_d)
