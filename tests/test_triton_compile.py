@@ -1,5 +1,5 @@
-"""The Triton kernels compile for sm_90 (cubin, shared memory within the limit) on this GPU-less
-machine: CI otherwise runs them only through the interpreter, which accepts code the GPU
+"""The Triton kernels compile for sm_90 (cubin, shared memory within the limit, no new spills) on this
+GPU-less machine: CI otherwise runs them only through the interpreter, which accepts code the GPU
 compiler rejects; torch.compile's tracing sees them. The work happens in subprocesses
 (tests/triton_sm90_build.py, tests/triton_trace_check.py) because the test session imports triton in
 interpreter mode."""
@@ -35,9 +35,11 @@ def _run_compiled(script: str, timeout: int, **env_vars) -> subprocess.Completed
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_cuda_backend(), reason="this triton has no NVIDIA backend")
-def test_every_triton_kernel_compiles_for_sm90(tmp_path):
-    r = _run_compiled("triton_sm90_build.py", timeout=1200, TRITON_CACHE_DIR=str(tmp_path))  # no cache hit
+def test_every_triton_kernel_compiles_for_sm90():
+    """Also prints every specialisation's registers and spills (pytest -s); a new spill fails."""
+    r = _run_compiled("triton_sm90_build.py", timeout=1800)  # (a fresh Triton cache of its own)
     out = r.stdout + r.stderr
+    print(r.stdout)
     assert r.returncode == 0, out[-4000:]
     assert " 0 errors" in r.stdout and " 0 specialisations" not in r.stdout, out[-2000:]
 
