@@ -62,6 +62,12 @@ def _plan(N: int, C: int, HW: int, channels_last: int):
     return block_c, block_hw, n_cblocks, iters, chunk, n_chunks
 
 
+def _warps(acc_dtype: torch.dtype) -> int:
+    """Warps of the tile kernels: 8 for float64 statistics (at 4 their tiles reached 255 registers and
+    spilled at sm_90; tests/triton_sm90_build.py reports every kernel's registers and spills)."""
+    return 8 if acc_dtype == torch.float64 else 4
+
+
 def _fin_blocks(Cg: int, n_chunks: int):
     block_cg = min(triton.next_power_of_2(Cg), _MAX_BLOCK_CG)
     block_k = min(triton.next_power_of_2(n_chunks), max(1, _FIN_TILE // block_cg))
@@ -384,7 +390,7 @@ def group_norm_fwd(x, y, weight, bias, scale, shift, mean, rstd,
     pmu = torch.empty((2, N, G), dtype=mean.dtype, device=x.device)
     grid = (N * n_cblocks * n_chunks,)
     launch.kernel(_stats_kernel)[grid](x, ws, N, C, HW, chunk, iters, n_cblocks, n_chunks,
-                        CL=cl, BLOCK_C=block_c, BLOCK_HW=block_hw)
+                        CL=cl, BLOCK_C=block_c, BLOCK_HW=block_hw, num_warps=_warps(mean.dtype))
     block_k, block_cg = _fin_blocks(Cg, n_chunks)
     launch.kernel(_fwd_fin_kernel)[(N * G,)](ws, mean, rstd, pmu, N, C, HW, G, Cg, chunk, n_chunks, float(eps),
                               BLOCK_K=block_k, BLOCK_CG=block_cg)
@@ -395,7 +401,7 @@ def group_norm_fwd(x, y, weight, bias, scale, shift, mean, rstd,
         N, C, HW, G, Cg, chunk, iters, n_cblocks, n_chunks,
         CL=cl, SILU=bool(silu), HAS_W=weight is not None, HAS_B=bias is not None,
         HAS_S=scale is not None, HAS_T=shift is not None, ONE_PLUS_SCALE=bool(one_plus_scale),
-        BLOCK_C=block_c, BLOCK_HW=block_hw)
+        BLOCK_C=block_c, BLOCK_HW=block_hw, num_warps=_warps(mean.dtype))
 
 
 def group_norm_bwd(dy, x, weight, bias, scale, shift, mean, rstd, dx, sum_dz, sum_dz_xhat,
@@ -417,7 +423,7 @@ def group_norm_bwd(dy, x, weight, bias, scale, shift, mean, rstd, dx, sum_dz, su
     t = dummy if shift is None else shift
     flags = dict(CL=cl, SILU=bool(silu), HAS_W=weight is not None, HAS_B=bias is not None,
                  HAS_S=scale is not None, HAS_T=shift is not None, ONE_PLUS_SCALE=bool(one_plus_scale),
-                 BLOCK_C=block_c, BLOCK_HW=block_hw)
+                 BLOCK_C=block_c, BLOCK_HW=block_hw, num_warps=_warps(acc))
     launch.kernel(_bwd_sums_kernel)[grid](dy, x, w, b, s, t, mean, rstd, ws, N, C, HW, G, Cg, chunk, iters,
                            n_cblocks, n_chunks, **flags)
     block_k, block_cg = _fin_blocks(Cg, n_chunks)
