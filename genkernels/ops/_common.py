@@ -41,14 +41,22 @@ def check_param(op: str, name: str, t: Optional[torch.Tensor], shape, device: to
         raise ValueError(f"{op}: `{name}` is on {t.device} but the input is on {device}")
 
 
-def check_eps(op: str, eps) -> float:
-    """eps as a float: a finite real number >= 0."""
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"{op}: `eps` must be a float, got {type(eps).__name__}")
-    eps = float(eps)
+def as_float(op: str, name: str, v, *, allow_none: bool = False) -> Optional[float]:
+    """A public real argument (a Python or numpy real number) as the float the registered op takes;
+    its value is checked with the registered op's arguments."""
+    if v is None and allow_none:
+        return None
+    if type(v) is float:
+        return v
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{op}: `{name}` must be a float{' or None' if allow_none else ''}, got {type(v).__name__}")
+    return float(v)
+
+
+def check_eps(op: str, eps: float) -> None:
+    """eps (a float: the schema's type, as_float on the public path) must be finite and >= 0."""
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"{op}: `eps` must be finite and >= 0, got {eps}")
-    return eps
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -156,21 +164,26 @@ def needs_grad(*tensors) -> bool:
 
 
 class Op:
-    """How every public op runs, the same way for all six: the public function checks its arguments
-    once and calls its Op with the registered op's arguments. Then
-      - plain eager (plain_eager): `impl` directly, or, when autograd records the call, `impl` inside a
-        torch.autograd.Function whose context and backward are the registered op's own
+    """How every public op runs, the same way for all six: the public function converts its arguments
+    to the registered op's (defaults, Python/numpy numbers, strings to flags) and calls its Op with
+    them. `check` checks the registered op's arguments (a ValueError/TypeError naming the bad one);
+    every path below runs it exactly once per call:
+      - plain eager (plain_eager): `check`, then `impl` directly, or, when autograd records the call,
+        `impl` inside a torch.autograd.Function whose context and backward are the registered op's own
         `setup_context` / `backward` (so both paths run the same forward and backward functions);
-      - inside torch.func transforms: `reference`, the differentiable formula (a backward op has none:
-        the forward ran its reference there);
+      - inside torch.func transforms: `check`, then `reference`, the differentiable formula (a backward
+        op has none: the forward ran its reference there);
       - otherwise (torch.compile, tracing, modes, tensor subclasses): the registered op `registered`
-        through the dispatcher (its implementation: the checks, then `impl`).
+        through the dispatcher, whose implementation and fake implementation run `check` first
+        (so does `torch.ops.genkernels.<op>` called directly).
     `impl` resolves the backend and runs it; it does not check its arguments. `name` names the eager
     autograd node (``<name>_eagerBackward``). `backend` (the registered op's arguments -> the backend
     `impl` will run): see `decompose`."""
 
-    def __init__(self, name, registered, impl, reference=None, setup_context=None, backward=None, backend=None):
-        self.registered, self.impl, self.reference, self.backend = registered, impl, reference, backend
+    def __init__(self, name, registered, check, impl, reference=None, setup_context=None, backward=None,
+                 backend=None):
+        self.registered, self.check, self.impl, self.reference, self.backend = \
+            registered, check, impl, reference, backend
         self.function = None
         if backend is not None:
             registered.register_torch_dispatch(FunctionalTensorMode, self.decompose)
@@ -194,6 +207,7 @@ class Op:
         device = next(t.device for t in args if isinstance(t, torch.Tensor))
         if device.type == "cuda" and self.backend(*args, **kwargs) == "triton" \
                 and not _export_keeps_triton_ops():
+            self.check(*args, **kwargs)  # (the other branch reaches the fake implementation, which checks)
             with mode:
                 return self.impl(*args, **kwargs)
         return mode.__torch_dispatch__(func, types, args, kwargs)
@@ -201,10 +215,12 @@ class Op:
     def __call__(self, *inputs):
         tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
         if plain_eager(*tensors):
+            self.check(*inputs)
             if self.function is not None and needs_grad(*tensors):
                 return self.function.apply(*inputs)
             return self.impl(*inputs)
         if self.reference is not None and under_functorch():
+            self.check(*inputs)
             return self.reference(*inputs)
         return self.registered(*inputs)
 

@@ -183,7 +183,7 @@ def _backward_impl(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, ep
         norm_backward(backend, dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale)))
 
 
-def check_backward_args(dy, x, mean, rstd, w, b, scale, shift, G):
+def check_backward_args(dy, x, mean, rstd, w, b, scale, shift, G, *_):
     """The registered backward's arguments (callable directly through torch.ops.genkernels)."""
     op = "norm_backward"
     check_tensor(op, "x", x, min_dim=2)
@@ -215,7 +215,8 @@ def _backward_backend(dy, x, mean, rstd, weight, bias, scale, shift, num_groups,
     return resolve("norm_backward", x.device, name=backend)
 
 
-_run_backward = Op("norm_backward", norm_backward_op, _backward_impl, backend=_backward_backend)
+_run_backward = Op("norm_backward", norm_backward_op, check_backward_args, _backward_impl,
+                   backend=_backward_backend)
 
 
 def fake_forward(x, num_groups):

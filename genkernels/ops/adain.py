@@ -13,7 +13,7 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import Op, check_eps, check_param, check_tensor
+from ._common import Op, as_float, check_eps, check_param, check_tensor
 
 Tensor = torch.Tensor
 OP = "adain"
@@ -62,11 +62,8 @@ def _backward(ctx, gy, _gmean, _grstd):
     return gx, gs, gb, None
 
 
-_run = Op(OP, adain_op, _forward, _reference, _setup_context, _backward, _backend)
-
-
-def check_args(x, style_scale, style_bias, eps) -> float:
-    """Raises a ValueError/TypeError naming the bad argument; returns eps as a float."""
+def check_args(x, style_scale, style_bias, eps) -> None:
+    """The registered op's arguments: raises a ValueError/TypeError naming the bad one."""
     check_tensor(OP, "x", x, min_dim=3)
     if x.dim() > 5:
         raise ValueError(f"{OP}: `x` must be [N, C, *spatial] with 1 to 3 spatial dims, got shape {tuple(x.shape)}")
@@ -75,7 +72,10 @@ def check_args(x, style_scale, style_bias, eps) -> float:
         if t is None:
             raise TypeError(f"{OP}: `{name}` is required (use genkernels.nn.InstanceNorm2d for plain instance norm)")
         check_param(OP, name, t, (N, C), x.device)
-    return check_eps(OP, eps)
+    check_eps(OP, eps)
+
+
+_run = Op(OP, adain_op, check_args, _forward, _reference, _setup_context, _backward, _backend)
 
 
 def adain(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5) -> Tensor:
@@ -84,11 +84,11 @@ def adain(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5)
     x: [N, C, *spatial] (1 to 3 spatial dims), float32/float16/bfloat16/float64, NCHW or channels_last
     (kept); style_scale, style_bias: [N, C]. Statistics in float32 (float64 for float64 input).
     """
-    eps = check_args(x, style_scale, style_bias, eps)
-    return _run(x, style_scale, style_bias, eps)[0]
+    return _run(x, style_scale, style_bias, as_float(OP, "eps", eps))[0]
 
 
 def adain_reference(x: Tensor, style_scale: Tensor, style_bias: Tensor, eps: float = 1e-5) -> Tensor:
     """The eager-PyTorch specification of adain (differentiable to any order)."""
-    eps = check_args(x, style_scale, style_bias, eps)
+    eps = as_float(OP, "eps", eps)
+    check_args(x, style_scale, style_bias, eps)
     return _norm.reference_forward(x, x.shape[1], None, None, style_scale, style_bias, eps, False, False)[0]

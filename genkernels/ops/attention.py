@@ -36,13 +36,12 @@ one-thread-per-row baseline (the GPU benchmark times both); float64 goes to ``cu
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Tuple
 
 import torch
 
 from ..backend import current_backend, resolve
-from ._common import Op, acc_dtype, check_tensor, launch
+from ._common import Op, acc_dtype, as_float, check_tensor, launch
 from ._kernels import AttentionBwd, AttentionFwd
 
 Tensor = torch.Tensor
@@ -251,7 +250,7 @@ def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads
 def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor], scale: float,
                  heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     """(out, lse); heads > 0: token layout [B, L, H*d]."""
-    check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
+    check_args(q, k, v, key_padding_mask, scale, heads, is_causal)
     return _forward(q, k, v, key_padding_mask, scale, heads, is_causal)
 
 
@@ -267,7 +266,7 @@ def _forward(q, k, v, key_padding_mask, scale, heads, is_causal=False):
 
 @attention_op.register_fake
 def _(q, k, v, key_padding_mask, scale, heads, is_causal=False):
-    check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
+    check_args(q, k, v, key_padding_mask, scale, heads, is_causal)
     if heads:
         B, Lq = q.shape[0], q.shape[1]
         H = heads
@@ -281,7 +280,7 @@ def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Te
                           key_padding_mask: Optional[Tensor], scale: float, heads: int, backend: str,
                           is_causal: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv); `backend`: the one the forward ran on ("auto": resolve now)."""
-    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
+    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal)
     return _backward_impl(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal)
 
 
@@ -297,9 +296,9 @@ def _backward_impl(dout, q, k, v, out, lse, key_padding_mask, scale, heads, back
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
 
-def check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal):
+def check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal=False):
     """The registered backward's arguments (callable directly through torch.ops.genkernels)."""
-    check_args(q, k, v, scale, key_padding_mask, heads or None, is_causal)
+    check_args(q, k, v, key_padding_mask, scale, heads, is_causal)
     B, H, Lq, _, _ = _dims(q, k, heads)
     for name, t in (("dout", dout), ("out", out)):
         check_tensor(OP, name, t, dtypes=_DTYPES)
@@ -312,7 +311,7 @@ def check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads,
 
 @attention_backward_op.register_fake
 def _(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal=False):
-    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, is_causal)
+    check_backward_args(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
@@ -340,20 +339,18 @@ def _reference_backward_graph(dout, q, k, v, mask, scale, heads, is_causal):
     return torch.autograd.grad(out, (q, k, v), dout.to(out.dtype), create_graph=True, allow_unused=True)
 
 
-_run = Op(OP, attention_op, _forward, reference_forward, _setup_context, _backward, _backend)
-_run_backward = Op("attention_backward", attention_backward_op, _backward_impl, backend=_backward_backend)
-
-
 # ----------------------------------------------------------------------------------- public API
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def check_args(q, k, v, scale, key_padding_mask, heads, is_causal=False):
+def check_args(q, k, v, key_padding_mask, scale, heads, is_causal=False):
+    """The registered op's arguments (heads 0: the [B, H, L, d] layout): raises a ValueError/TypeError
+    naming the bad one."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(OP, name, t, dtypes=_DTYPES)
-    if heads is not None:
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
-            raise ValueError(f"{OP}: `heads` must be a positive int, got {heads!r}")
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 0:
+        raise ValueError(f"{OP}: `heads` must be a positive int, got {heads!r}")
+    if heads:
         for name, t in (("q", q), ("k", k), ("v", v)):
             if t.dim() != 3:
                 raise ValueError(f"{OP}: with `heads`, `{name}` must be 3-D [B, L, H*d], got shape {tuple(t.shape)}")
@@ -397,14 +394,31 @@ def check_args(q, k, v, scale, key_padding_mask, heads, is_causal=False):
                              f"{tuple(key_padding_mask.shape)}")
         if key_padding_mask.device != q.device:
             raise ValueError(f"{OP}: `key_padding_mask` is on {key_padding_mask.device} but `q` is on {q.device}")
-    if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-            raise TypeError(f"{OP}: `scale` must be a float or None, got {type(scale).__name__}")
-        if not math.isfinite(float(scale)):
-            raise ValueError(f"{OP}: `scale` must be finite, got {float(scale)}")
+    if not math.isfinite(scale):
+        raise ValueError(f"{OP}: `scale` must be finite, got {scale}")
     if not isinstance(is_causal, bool):
         raise TypeError(f"{OP}: `is_causal` must be a bool, got {type(is_causal).__name__}")
-    return d
+
+
+_run = Op(OP, attention_op, check_args, _forward, reference_forward, _setup_context, _backward, _backend)
+_run_backward = Op("attention_backward", attention_backward_op, check_backward_args, _backward_impl,
+                   backend=_backward_backend)
+
+
+def _public_args(q, scale, heads) -> Tuple[float, int]:
+    """The public `scale` and `heads` as the registered op's: heads None -> 0 (the [B, H, L, d]
+    layout); scale None -> 1/sqrt(d), where q's head dim d can be read (otherwise check_args refuses
+    q or heads before it reads scale)."""
+    if heads is None:
+        heads = 0
+    elif isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
+        raise ValueError(f"{OP}: `heads` must be a positive int, got {heads!r}")
+    if scale is not None:
+        return as_float(OP, "scale", scale), heads
+    d = 0
+    if isinstance(q, torch.Tensor) and q.dim() == (3 if heads else 4):
+        d = q.shape[-1] // heads if heads else q.shape[-1]
+    return (1.0 / math.sqrt(d) if d > 0 else 1.0), heads
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
@@ -414,15 +428,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
     q [B, Lq, H*d], k/v [B, Lk, H*d] (output in the input's layout). scale: 1/sqrt(d) by default.
     key_padding_mask: bool [B, Lk], True = ignore that key; a fully masked row gives zeros.
     is_causal: query i sees keys j <= i (top-left aligned, as torch SDPA)."""
-    d = check_args(q, k, v, scale, key_padding_mask, heads, is_causal)
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    return _run(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]
+    scale, heads = _public_args(q, scale, heads)
+    return _run(q, k, v, key_padding_mask, scale, heads, is_causal)[0]
 
 
 def attention_reference(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
                         key_padding_mask: Optional[Tensor] = None, *, heads: Optional[int] = None,
                         is_causal: bool = False) -> Tensor:
     """The eager-PyTorch specification of attention (differentiable to any order)."""
-    d = check_args(q, k, v, scale, key_padding_mask, heads, is_causal)
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    return reference_forward(q, k, v, key_padding_mask, scale, int(heads or 0), is_causal)[0]
+    scale, heads = _public_args(q, scale, heads)
+    check_args(q, k, v, key_padding_mask, scale, heads, is_causal)
+    return reference_forward(q, k, v, key_padding_mask, scale, heads, is_causal)[0]

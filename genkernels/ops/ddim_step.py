@@ -34,14 +34,13 @@ coefficient algebra and argument order are in csrc/common/ddim_args.h.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Tuple
 
 import torch
 
 from .. import _native
 from ..backend import resolve
-from ._common import FLOAT_DTYPES, Op, acc_dtype, dense_layout, empty_out, launch, to_layout
+from ._common import FLOAT_DTYPES, Op, acc_dtype, as_float, dense_layout, empty_out, launch, to_layout
 from ._kernels import DDIMStep
 
 Tensor = torch.Tensor
@@ -210,8 +209,8 @@ def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], 
                  guidance_scale: Optional[float], clip_sample_range: Optional[float], prediction_type: int,
                  use_clipped_model_output: bool, kind: int) -> Tuple[Tensor, Tensor]:
     """kind: 0 DDIM, 1 DDPM fixed_small, 2 DDPM fixed_large. A tensor alpha overrides its *_value."""
-    _check_op(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
-              guidance_scale, clip_sample_range, prediction_type, kind)
+    check_args(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
+               guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
     return _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
                     guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
 
@@ -240,8 +239,8 @@ def _reference(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, 
 @ddim_step_op.register_fake
 def _(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
       clip_sample_range, prediction_type, use_clipped_model_output, kind):
-    _check_op(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
-              guidance_scale, clip_sample_range, prediction_type, kind)
+    check_args(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
+               guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
     return empty_out(sample), empty_out(sample)
 
 
@@ -281,57 +280,51 @@ def _backward(ctx, g_prev, g_x0):
             gz.to(zd) if (n[2] and gz is not None) else None) + (None,) * 10
 
 
-_run = Op(OP, ddim_step_op, _forward, _reference, _setup_context, _backward, _backend)
-
-
-# ----------------------------------------------------------------------------------- public API
-def _real(name, v, *, allow_none=False, op=OP):
-    if v is None and allow_none:
-        return None
-    if type(v) is not float:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            raise TypeError(f"{op}: `{name}` must be a real number, got {type(v).__name__}")
-        v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{op}: `{name}` must be finite, got {v}")
-    return v
-
-
-def _check_alpha(op, name, a, sample):
-    """Returns (tensor or None, float value)."""
-    if isinstance(a, Tensor):
-        if a.dtype not in _ALPHA_DTYPES:
-            raise TypeError(f"{op}: `{name}` has dtype {a.dtype}; expected float32 or float64")
-        if a.device != sample.device:
-            raise ValueError(f"{op}: `{name}` is on {a.device} but `sample` is on {sample.device}")
+# ----------------------------------------------------------------------------------- checks
+def _check_alpha(op, name, tensor, value, sample):
+    """An alpha as the registered op takes it: a tensor (overrides `value`) or None and a float."""
+    if tensor is not None:
+        if tensor.dtype not in _ALPHA_DTYPES:
+            raise TypeError(f"{op}: `{name}` has dtype {tensor.dtype}; expected float32 or float64")
+        if tensor.device != sample.device:
+            raise ValueError(f"{op}: `{name}` is on {tensor.device} but `sample` is on {sample.device}")
         N = sample.shape[0]
-        if not (a.dim() == 0 or (a.dim() == 1 and a.shape[0] in (N, 1))):
+        if not (tensor.dim() == 0 or (tensor.dim() == 1 and tensor.shape[0] in (N, 1))):
             raise ValueError(f"{op}: `{name}` must be a float or a tensor of shape [N]={[N]} (or [] / [1]), "
-                             f"got shape {list(a.shape)}")
-        return a, 0.0
-    if type(a) is not float and (isinstance(a, bool) or not isinstance(a, numbers.Real)):
-        raise TypeError(f"{op}: `{name}` must be a float or a tensor, got {type(a).__name__}")
-    v = float(a)
-    if not (0.0 <= v <= 1.0):
-        raise ValueError(f"{op}: `{name}` must be a cumulative alpha product in [0, 1], got {v}")
-    return None, v
+                             f"got shape {list(tensor.shape)}")
+    elif not (0.0 <= value <= 1.0):
+        raise ValueError(f"{op}: `{name}` must be a cumulative alpha product in [0, 1], got {value}")
 
 
-def _check(op, sample, model_output, noise, alpha_t, alpha_prev, prediction_type, guidance_scale,
-           clip_sample_range, generator):
+def _check_tensor_arg(op, name, t, sample):
+    """model_output / noise: a tensor of sample's dtype on its device."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != sample.dtype:
+        raise TypeError(f"{op}: `{name}` has dtype {t.dtype} but `sample` has {sample.dtype}")
+    if t.device != sample.device:
+        raise ValueError(f"{op}: `{name}` is on {t.device} but `sample` is on {sample.device}")
+
+
+def check_args(sample, model_output, noise, alpha_t, alpha_prev, at_v, ap_v, eta, gs, clip, pred,
+               use_clipped, kind):
+    """The registered op's arguments (a ValueError/TypeError naming the bad one, as the public function
+    that ran it: ddim_step for kind 0, ddpm_step otherwise)."""
+    if kind not in (KIND_DDIM, KIND_DDPM_SMALL, KIND_DDPM_LARGE):
+        raise ValueError(f"{OP}: `kind` must be 0 (DDIM), 1 or 2 (DDPM), got {kind!r}")
+    op = OP if kind == KIND_DDIM else "ddpm_step"
+    if pred not in PREDICTION_TYPES.values():
+        raise ValueError(f"{op}: `prediction_type` must be one of {sorted(PREDICTION_TYPES.values())}, got {pred!r}")
     if not isinstance(sample, Tensor):
         raise TypeError(f"{op}: `sample` must be a torch.Tensor, got {type(sample).__name__}")
     if sample.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: `sample` has dtype {sample.dtype}; expected float32, float16, bfloat16 or float64")
     if sample.dim() < 1:
         raise ValueError(f"{op}: `sample` must have a batch dimension, got shape {tuple(sample.shape)}")
-    if not isinstance(model_output, Tensor):
-        raise TypeError(f"{op}: `model_output` must be a torch.Tensor, got {type(model_output).__name__}")
-    if model_output.dtype != sample.dtype:
-        raise TypeError(f"{op}: `model_output` has dtype {model_output.dtype} but `sample` has {sample.dtype}")
-    if model_output.device != sample.device:
-        raise ValueError(f"{op}: `model_output` is on {model_output.device} but `sample` is on {sample.device}")
-    gs = _real("guidance_scale", guidance_scale, allow_none=True, op=op)
+    _check_tensor_arg(op, "model_output", model_output, sample)
+    for name, v in (("guidance_scale", gs), ("clip_sample_range", clip), ("eta", eta)):
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"{op}: `{name}` must be finite, got {v}")
     want = sample.shape
     if gs is not None:
         want = (2 * want[0],) + tuple(want[1:])
@@ -339,64 +332,66 @@ def _check(op, sample, model_output, noise, alpha_t, alpha_prev, prediction_type
         extra = " ([uncond; cond] batched, 2N rows, because guidance_scale is given)" if gs is not None else ""
         raise ValueError(f"{op}: `model_output` must have shape {want}{extra}, got {tuple(model_output.shape)}")
     if noise is not None:
-        if not isinstance(noise, Tensor):
-            raise TypeError(f"{op}: `noise` must be a torch.Tensor or None, got {type(noise).__name__}")
-        if noise.dtype != sample.dtype:
-            raise TypeError(f"{op}: `noise` has dtype {noise.dtype} but `sample` has {sample.dtype}")
-        if noise.device != sample.device:
-            raise ValueError(f"{op}: `noise` is on {noise.device} but `sample` is on {sample.device}")
+        _check_tensor_arg(op, "noise", noise, sample)
         if noise.shape != sample.shape:
             raise ValueError(f"{op}: `noise` must have the shape of `sample` {tuple(sample.shape)}, "
                              f"got {tuple(noise.shape)}")
-        if generator is not None:
-            raise ValueError(f"{op}: pass either `noise` or `generator`, not both")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{op}: `generator` must be a torch.Generator, got {type(generator).__name__}")
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"{op}: `prediction_type` must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
-    clip = _real("clip_sample_range", clip_sample_range, allow_none=True, op=op)
     if clip is not None and clip <= 0:
         raise ValueError(f"{op}: `clip_sample_range` must be positive (or None for no clipping), got {clip}")
-    at = _check_alpha(op, "alpha_prod_t", alpha_t, sample)
-    ap = _check_alpha(op, "alpha_prod_t_prev", alpha_prev, sample)
-    (at_t, at_v), (ap_t, ap_v) = at, ap
-    if at_t is None and at_v == 1.0:
+    _check_alpha(op, "alpha_prod_t", alpha_t, at_v, sample)
+    _check_alpha(op, "alpha_prod_t_prev", alpha_prev, ap_v, sample)
+    floats = alpha_t is None and alpha_prev is None
+    if alpha_t is None and at_v == 1.0:
         raise ValueError(f"{op}: `alpha_prod_t` must be < 1 (1 - alpha_prod_t divides), got {at_v}")
-    if at_t is None and at_v == 0.0 and prediction_type == "epsilon":
+    if alpha_t is None and at_v == 0.0 and pred == PREDICTION_TYPES["epsilon"]:
         raise ValueError(f"{op}: `alpha_prod_t` must be > 0 for prediction_type='epsilon' (x0 divides by "
                          f"its square root), got {at_v}")
-    if ap_t is None and ap_v == 0.0:
+    if alpha_prev is None and ap_v == 0.0:
         raise ValueError(f"{op}: `alpha_prod_t_prev` must be > 0, got {ap_v}")
-    if at_t is None and ap_t is None and at_v > ap_v:
+    if floats and at_v > ap_v:
         raise ValueError(f"{op}: `alpha_prod_t` ({at_v}) must be <= `alpha_prod_t_prev` ({ap_v}): cumulative "
                          "alpha products fall as t grows")
-    return at, ap, gs, clip
-
-
-def _check_eta(op, eta, at, ap):
-    """eta as a float >= 0; with float alphas, small enough that 1 - a_prev - sigma_t^2 >= 0."""
-    eta = _real("eta", eta, op=op)
     if eta < 0:
         raise ValueError(f"{op}: `eta` must be >= 0, got {eta}")
-    (at_t, at_v), (ap_t, ap_v) = at, ap
-    if eta > 0 and at_t is None and ap_t is None:
+    if eta > 0 and floats:  # 1 - a_prev - sigma_t^2 >= 0 (tensor alphas: NaN outputs, module docstring)
         var = (1 - ap_v) / (1 - at_v) * (1 - at_v / ap_v)
         if 1 - ap_v - eta * eta * var < 0:
             raise ValueError(f"{op}: `eta`={eta} is too large for alphas ({at_v}, {ap_v}): "
                              "1 - alpha_prod_t_prev - sigma_t^2 < 0")
-    return eta
 
 
-def _check_op(sample, model_output, noise, alpha_t, alpha_prev, at_v, ap_v, eta, gs, clip, pred, kind):
-    """The registered op's arguments (callable directly through torch.ops.genkernels), as _check."""
-    names = {v: k for k, v in PREDICTION_TYPES.items()}
-    if pred not in names:
-        raise ValueError(f"{OP}: `prediction_type` must be one of {sorted(names)}, got {pred!r}")
-    if kind not in (KIND_DDIM, KIND_DDPM_SMALL, KIND_DDPM_LARGE):
-        raise ValueError(f"{OP}: `kind` must be 0 (DDIM), 1 or 2 (DDPM), got {kind!r}")
-    at, ap, _, _ = _check(OP, sample, model_output, noise, at_v if alpha_t is None else alpha_t,
-                          ap_v if alpha_prev is None else alpha_prev, names[pred], gs, clip, None)
-    _check_eta(OP, eta, at, ap)
+_run = Op(OP, ddim_step_op, check_args, _forward, _reference, _setup_context, _backward, _backend)
+
+
+# ----------------------------------------------------------------------------------- public API
+def _alpha_arg(op, name, a):
+    """A public alpha as the registered op's (tensor or None, float value)."""
+    if isinstance(a, Tensor):
+        return a, 0.0
+    return None, as_float(op, name, a)
+
+
+def _public_args(op, alpha_t, alpha_prev, noise, prediction_type, guidance_scale, clip_sample_range, generator):
+    """The arguments ddim_step and ddpm_step share, as the registered op takes them (their values are
+    checked there): (alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, guidance_scale,
+    clip_sample_range, prediction_type code)."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"{op}: `prediction_type` must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"{op}: `generator` must be a torch.Generator, got {type(generator).__name__}")
+        if noise is not None:
+            raise ValueError(f"{op}: pass either `noise` or `generator`, not both")
+    (at_t, at_v), (ap_t, ap_v) = _alpha_arg(op, "alpha_prod_t", alpha_t), _alpha_arg(op, "alpha_prod_t_prev", alpha_prev)
+    return (at_t, ap_t, at_v, ap_v, as_float(op, "guidance_scale", guidance_scale, allow_none=True),
+            as_float(op, "clip_sample_range", clip_sample_range, allow_none=True), PREDICTION_TYPES[prediction_type])
+
+
+def _drawn_noise(sample, generator):
+    """Noise drawn for sample, None where sample is not a floating tensor (check_args refuses it)."""
+    if isinstance(sample, Tensor) and sample.dtype in FLOAT_DTYPES:
+        return draw_noise(sample, generator)
+    return None
 
 
 def draw_noise(sample: Tensor, generator: Optional[torch.Generator]) -> Tensor:
@@ -429,21 +424,20 @@ def ddim_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
     clip_sample_range: clip x0 to [-r, r] (diffusers' clip_sample=True); None: no clipping.
     use_clipped_model_output: re-derive eps from the clipped x0 (diffusers' flag of the same name).
     """
-    (at_t, at_v), (ap_t, ap_v), gs, clip = _check(OP, sample, model_output, noise, alpha_prod_t,
-                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
-                                                  clip_sample_range, generator)
-    eta = _check_eta(OP, eta, (at_t, at_v), (ap_t, ap_v))
+    at_t, ap_t, at_v, ap_v, gs, clip, pred = _public_args(OP, alpha_prod_t, alpha_prod_t_prev, noise, prediction_type,
+                                                          guidance_scale, clip_sample_range, generator)
+    eta = as_float(OP, "eta", eta)
     if not isinstance(use_clipped_model_output, bool):
         raise TypeError(f"{OP}: `use_clipped_model_output` must be a bool")
     if eta > 0 and noise is None:
         if generator is None:
             raise ValueError(f"{OP}: eta > 0 needs `noise` (a tensor of sample's shape) or a `generator` "
                              "to draw it from")
-        noise = draw_noise(sample, generator)
+        noise = _drawn_noise(sample, generator)
     if eta == 0:
         noise = None  # diffusers adds no noise at eta = 0; do not read it
-    return _run(sample, model_output, noise, at_t, ap_t, at_v, ap_v, eta, gs, clip, PREDICTION_TYPES[prediction_type],
-                use_clipped_model_output, KIND_DDIM)
+    return _run(sample, model_output, noise, at_t, ap_t, at_v, ap_v, eta, gs, clip, pred, use_clipped_model_output,
+                KIND_DDIM)
 
 
 def ddpm_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_prev,
@@ -457,43 +451,45 @@ def ddpm_step(sample: Tensor, model_output: Tensor, alpha_prod_t, alpha_prod_t_p
     variance_type: "fixed_small" (diffusers' default; "fixed_small_log" is the same update) or "fixed_large".
     Noise sigma_t * noise is added when ``noise`` or ``generator`` is given; diffusers adds none at t = 0.
     """
-    (at_t, at_v), (ap_t, ap_v), gs, clip = _check("ddpm_step", sample, model_output, noise, alpha_prod_t,
-                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
-                                                  clip_sample_range, generator)
+    at_t, ap_t, at_v, ap_v, gs, clip, pred = _public_args("ddpm_step", alpha_prod_t, alpha_prod_t_prev, noise,
+                                                          prediction_type, guidance_scale, clip_sample_range,
+                                                          generator)
+    kind = _variance_kind(variance_type)
+    if noise is None and generator is not None:
+        noise = _drawn_noise(sample, generator)
+    return _run(sample, model_output, noise, at_t, ap_t, at_v, ap_v, 0.0, gs, clip, pred, False, kind)
+
+
+def _variance_kind(variance_type) -> int:
     if variance_type not in DDPM_VARIANCE_TYPES:
         raise ValueError(f"ddpm_step: `variance_type` must be one of {list(DDPM_VARIANCE_TYPES)} (learned "
                          f"variances are not supported), got {variance_type!r}")
-    if noise is None and generator is not None:
-        noise = draw_noise(sample, generator)
-    return _run(sample, model_output, noise, at_t, ap_t, at_v, ap_v, 0.0, gs, clip, PREDICTION_TYPES[prediction_type],
-                False, DDPM_VARIANCE_TYPES[variance_type])
+    return DDPM_VARIANCE_TYPES[variance_type]
 
 
 def ddim_step_reference(sample, model_output, alpha_prod_t, alpha_prod_t_prev, eta=0.0, noise=None, *,
                         prediction_type="epsilon", guidance_scale=None, clip_sample_range=None,
                         use_clipped_model_output=False):
     """The eager-PyTorch specification of ddim_step (differentiable; noise must be passed when eta > 0)."""
-    (at_t, at_v), (ap_t, ap_v), gs, clip = _check(OP, sample, model_output, noise, alpha_prod_t,
-                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
-                                                  clip_sample_range, None)
-    eta = _check_eta(OP, eta, (at_t, at_v), (ap_t, ap_v))
+    at_t, ap_t, at_v, ap_v, gs, clip, pred = _public_args(OP, alpha_prod_t, alpha_prod_t_prev, noise, prediction_type,
+                                                          guidance_scale, clip_sample_range, None)
+    eta = as_float(OP, "eta", eta)
+    check_args(sample, model_output, noise, at_t, ap_t, at_v, ap_v, eta, gs, clip, pred, use_clipped_model_output,
+               KIND_DDIM)
     if eta > 0 and noise is None:
         raise ValueError(f"{OP}: eta > 0 needs `noise`")
     return reference_forward(sample, model_output, noise if eta > 0 else None,
                              at_v if at_t is None else at_t, ap_v if ap_t is None else ap_t, eta, gs, clip,
-                             PREDICTION_TYPES[prediction_type], use_clipped_model_output, KIND_DDIM)
+                             pred, use_clipped_model_output, KIND_DDIM)
 
 
 def ddpm_step_reference(sample, model_output, alpha_prod_t, alpha_prod_t_prev, noise=None, *,
                         prediction_type="epsilon", guidance_scale=None, clip_sample_range=None,
                         variance_type="fixed_small"):
     """The eager-PyTorch specification of ddpm_step."""
-    (at_t, at_v), (ap_t, ap_v), gs, clip = _check("ddpm_step", sample, model_output, noise, alpha_prod_t,
-                                                  alpha_prod_t_prev, prediction_type, guidance_scale,
-                                                  clip_sample_range, None)
-    if variance_type not in DDPM_VARIANCE_TYPES:
-        raise ValueError(f"ddpm_step: `variance_type` must be one of {list(DDPM_VARIANCE_TYPES)}, "
-                         f"got {variance_type!r}")
+    at_t, ap_t, at_v, ap_v, gs, clip, pred = _public_args("ddpm_step", alpha_prod_t, alpha_prod_t_prev, noise,
+                                                          prediction_type, guidance_scale, clip_sample_range, None)
+    kind = _variance_kind(variance_type)
+    check_args(sample, model_output, noise, at_t, ap_t, at_v, ap_v, 0.0, gs, clip, pred, False, kind)
     return reference_forward(sample, model_output, noise, at_v if at_t is None else at_t,
-                             ap_v if ap_t is None else ap_t, 0.0, gs, clip, PREDICTION_TYPES[prediction_type],
-                             False, DDPM_VARIANCE_TYPES[variance_type])
+                             ap_v if ap_t is None else ap_t, 0.0, gs, clip, pred, False, kind)

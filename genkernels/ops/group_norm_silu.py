@@ -16,7 +16,7 @@ import torch
 
 from ..backend import current_backend, resolve
 from . import _norm
-from ._common import Op, check_eps, check_param, check_tensor
+from ._common import Op, as_float, check_eps, check_param, check_tensor
 
 Tensor = torch.Tensor
 OP = "group_norm_silu"
@@ -40,13 +40,13 @@ def _reference(x, num_groups, weight, bias, eps, scale, shift, silu):
 def group_norm_silu_op(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor],
                        eps: float, scale: Optional[Tensor], shift: Optional[Tensor], silu: bool
                        ) -> Tuple[Tensor, Tensor, Tensor]:
-    check_args(x, num_groups, weight, bias, scale, shift, "silu" if silu else None, eps)
+    check_args(x, num_groups, weight, bias, eps, scale, shift, silu)
     return _forward(x, num_groups, weight, bias, eps, scale, shift, silu)
 
 
 @group_norm_silu_op.register_fake
 def _(x, num_groups, weight, bias, eps, scale, shift, silu):
-    check_args(x, num_groups, weight, bias, scale, shift, "silu" if silu else None, eps)
+    check_args(x, num_groups, weight, bias, eps, scale, shift, silu)
     return _norm.fake_forward(x, num_groups)
 
 
@@ -66,11 +66,8 @@ def _backward(ctx, gy, _gmean, _grstd):
     return gx, None, gw, gb, None, gs, gh, None
 
 
-_run = Op(OP, group_norm_silu_op, _forward, _reference, _setup_context, _backward, _backend)
-
-
-def check_args(x, num_groups, weight, bias, scale, shift, act, eps) -> float:
-    """Raises a ValueError/TypeError naming the bad argument; returns eps as a float."""
+def check_args(x, num_groups, weight, bias, eps, scale, shift, silu) -> None:
+    """The registered op's arguments: raises a ValueError/TypeError naming the bad one."""
     check_tensor(OP, "x", x, min_dim=2)
     if x.dim() > 5:
         raise ValueError(f"{OP}: `x` must be [N, C, *spatial] with at most 3 spatial dims, got shape {tuple(x.shape)}")
@@ -82,9 +79,17 @@ def check_args(x, num_groups, weight, bias, scale, shift, act, eps) -> float:
     for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)),
                            ("scale", scale, (N, C)), ("shift", shift, (N, C))):
         check_param(OP, name, t, shape, x.device)
+    check_eps(OP, eps)
+
+
+_run = Op(OP, group_norm_silu_op, check_args, _forward, _reference, _setup_context, _backward, _backend)
+
+
+def _silu(act) -> bool:
+    """The public `act` as the registered op's flag."""
     if act not in ("silu", None):
         raise ValueError(f"{OP}: `act` must be 'silu' or None, got {act!r}")
-    return check_eps(OP, eps)
+    return act == "silu"
 
 
 def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
@@ -96,13 +101,13 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     (the output keeps x's memory format). weight, bias: [C]. scale, shift: [N, C]. act: "silu" or None.
     Statistics are computed in float32 (float64 for float64 input), exactly for inputs with a large mean.
     """
-    eps = check_args(x, num_groups, weight, bias, scale, shift, act, eps)
-    return _run(x, num_groups, weight, bias, eps, scale, shift, act == "silu")[0]
+    return _run(x, num_groups, weight, bias, as_float(OP, "eps", eps), scale, shift, _silu(act))[0]
 
 
 def group_norm_silu_reference(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
                               bias: Optional[Tensor] = None, eps: float = 1e-5, *, scale: Optional[Tensor] = None,
                               shift: Optional[Tensor] = None, act: Optional[str] = "silu") -> Tensor:
     """The eager-PyTorch specification of group_norm_silu (differentiable to any order)."""
-    eps = check_args(x, num_groups, weight, bias, scale, shift, act, eps)
-    return _norm.reference_forward(x, num_groups, weight, bias, scale, shift, eps, act == "silu", True)[0]
+    eps, silu = as_float(OP, "eps", eps), _silu(act)
+    check_args(x, num_groups, weight, bias, eps, scale, shift, silu)
+    return _norm.reference_forward(x, num_groups, weight, bias, scale, shift, eps, silu, True)[0]

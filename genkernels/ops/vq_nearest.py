@@ -119,14 +119,12 @@ def _(z, codebook, cosine):
     return z.new_empty((M,), dtype=torch.int64), z.new_empty((M,), dtype=acc_dtype(z.dtype))
 
 
-_run = Op(OP, vq_nearest_op, _forward, reference_forward, backend=_backend)
-
-
 # ----------------------------------------------------------------------------------- public API
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def check_args(z, codebook, cosine):
+    """The registered op's arguments: raises a ValueError/TypeError naming the bad one."""
     check_tensor(OP, "z", z, dtypes=_DTYPES)
     check_tensor(OP, "codebook", codebook, dtypes=_DTYPES)
     if z.dim() != 2:
@@ -147,6 +145,9 @@ def check_args(z, codebook, cosine):
         raise TypeError(f"{OP}: `cosine` must be a bool, got {type(cosine).__name__}")
 
 
+_run = Op(OP, vq_nearest_op, check_args, _forward, reference_forward, backend=_backend)
+
+
 def vq_nearest(z: Tensor, codebook: Tensor, *, cosine: bool = False) -> Tuple[Tensor, Tensor]:
     """(indices int64 [M], min_sq_dist [M]) of the nearest codebook row of each row of z.
 
@@ -154,11 +155,16 @@ def vq_nearest(z: Tensor, codebook: Tensor, *, cosine: bool = False) -> Tuple[Te
     `cpu`/`reference`). min_sq_dist is float32 (float64 for float64 inputs). No gradient flows through
     this op (inputs are detached); see the module docstring.
     """
-    check_args(z, codebook, cosine)
-    return _run(z.detach(), codebook.detach(), cosine)
+    return _run(_detached(z), _detached(codebook), cosine)
 
 
 def vq_nearest_reference(z: Tensor, codebook: Tensor, *, cosine: bool = False) -> Tuple[Tensor, Tensor]:
     """The eager-PyTorch specification of vq_nearest (chunked over M)."""
+    z, codebook = _detached(z), _detached(codebook)
     check_args(z, codebook, cosine)
-    return reference_forward(z.detach(), codebook.detach(), cosine)
+    return reference_forward(z, codebook, cosine)
+
+
+def _detached(t):
+    """t without its autograd history (anything else as given, for check_args to refuse)."""
+    return t.detach() if isinstance(t, Tensor) else t
