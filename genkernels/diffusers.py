@@ -84,7 +84,8 @@ class AttnProcessor:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
         if getattr(attn, "residual_connection", False):
             hidden_states = hidden_states + residual
-        return hidden_states / getattr(attn, "rescale_output_factor", 1.0)
+        factor = getattr(attn, "rescale_output_factor", 1.0)
+        return hidden_states if factor == 1 else hidden_states / factor   # x / 1 is x
 
 
 def _gn_silu(norm: torch.nn.GroupNorm, x: torch.Tensor, scale=None, shift=None) -> torch.Tensor:
@@ -133,7 +134,8 @@ class FusedResnetBlock2D(ResnetBlock2D):
             if self.training:  # as diffusers: contiguous only in training (DDP gradient strides)
                 input_tensor = input_tensor.contiguous()
             input_tensor = self.conv_shortcut(input_tensor)
-        return (input_tensor + hidden_states) / self.output_scale_factor
+        out = input_tensor + hidden_states
+        return out if self.output_scale_factor == 1 else out / self.output_scale_factor   # x / 1 is x
 
 
 class FusedVectorQuantizer(VectorQuantizer):
