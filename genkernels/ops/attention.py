@@ -76,7 +76,11 @@ def _kernel_view(t: Tensor, heads: int) -> Tuple[Tensor, Tensor]:
 
 def _strides(**views: Tensor) -> dict:
     """The kernels' stride arguments ({name}_sb, _sh, _sl: batch, head, row) of [B, H, L, d] views."""
-    return {f"{name}_{s}": v.stride(i) for name, v in views.items() for i, s in enumerate(("sb", "sh", "sl"))}
+    out = {}
+    for name, v in views.items():
+        sb, sh, sl, _ = v.stride()  # (one stride() call per view: v.stride(i) costs as much each)
+        out[name + "_sb"], out[name + "_sh"], out[name + "_sl"] = sb, sh, sl
+    return out
 
 
 # ----------------------------------------------------------------------------------- reference
