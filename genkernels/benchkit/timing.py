@@ -72,7 +72,8 @@ def measure(impls: Dict[str, Impl], device, *, budget_s: float = 1.0, warmup: in
     """Median seconds per call of each impl.
 
     Each impl is warmed up (`warmup` calls: torch.compile compiles here, outside any timed region),
-    then gets an inner repeat count so that one sample lasts at least `min_sample_s`. Samples are taken
+    then gets an inner repeat count, from the fastest warm-up call after the first, so that one sample
+    lasts at least `min_sample_s`. Samples are taken
     in rounds, one per impl per round in rotating order, until `budget_s` per impl has passed (at least
     `min_rounds`, at most `max_rounds`). An impl that raises is dropped and its error stored in `errors`.
     """
@@ -81,10 +82,9 @@ def measure(impls: Dict[str, Impl], device, *, budget_s: float = 1.0, warmup: in
     live: Dict[str, Impl] = {}
     for name, fn in impls.items():
         try:
-            for _ in range(warmup):
-                fn()
-            t = _sample(fn, device, 1)
-            t = min(t, _sample(fn, device, 1))
+            # the warm-up calls are timed (the first compiles); the fastest later one sets the inner count
+            warm = [_sample(fn, device, 1) for _ in range(max(1, warmup))]
+            t = min(warm[1:] or warm)
         except Exception as e:  # a broken impl must not take the whole table down
             if errors is not None:
                 errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
