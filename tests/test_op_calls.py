@@ -47,3 +47,15 @@ def test_triton_launches_under_the_tensors_device(monkeypatch):
     launch("triton", Args(OnCuda1(), 3), torch.float32)
     assert seen == [(torch.device("cuda", 1), 3, 1)]  # ran with cuda:1 current
     assert current == [0]  # and the caller's device is back
+
+
+def test_module_parameters_take_the_eager_path():
+    """nn.Parameter (its own __torch_function__ disabled) is a plain tensor to the ops' eager path: a
+    module's call records the lightweight autograd.Function, not the dispatcher's autograd node."""
+    from genkernels.nn.norm import GroupNormSiLU
+
+    m = GroupNormSiLU(2, 4)
+    y = m(torch.randn(1, 4, 2, 3))
+    assert type(y.grad_fn).__name__ == "group_norm_silu_eagerBackward"
+    y.sum().backward()
+    assert m.weight.grad is not None and m.bias.grad is not None

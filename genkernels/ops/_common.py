@@ -132,16 +132,26 @@ def launch(backend: str, args, dtype: torch.dtype) -> None:
 _is_compiling = torch.compiler.is_compiling  # (bound once: plain_eager runs on every eager call)
 
 
+# Tensors without their own __torch_function__/__torch_dispatch__ (nn.Parameter disables its own): the
+# eager fast path runs them as they are; any other tensor type goes through the dispatcher.
+PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
+
+
+def watched() -> bool:
+    """True when a compiler, tracer, vmap or dispatch/function mode watches eager calls."""
+    # is_compiling first: under dynamo it is the constant True and nothing after it is traced
+    return _is_compiling() or _probes is None or _probes.dispatch_modes() or _probes.function_modes() \
+        or _probes.functorch_active() or _probes.jit_tracing()
+
+
 def plain_eager(*tensors) -> bool:
     """True when a public op may run its implementation without going through the dispatcher (which
-    costs about as much as a cache-resident kernel): plain tensors, and no compiler, tracer, vmap or
-    dispatch/function mode watching. Same result either way."""
-    # is_compiling first: under dynamo it is the constant True and nothing after it is traced
-    if _is_compiling() or _probes is None or _probes.dispatch_modes() or _probes.function_modes() \
-            or _probes.functorch_active() or _probes.jit_tracing():
+    costs about as much as a cache-resident kernel): plain tensors, and nothing watching (`watched`).
+    Same result either way."""
+    if watched():
         return False
     for t in tensors:
-        if t is not None and type(t) is not torch.Tensor:
+        if t is not None and type(t) not in PLAIN_TENSORS:
             return False
     return True
 
@@ -168,9 +178,10 @@ class Op:
     to the registered op's (defaults, Python/numpy numbers, strings to flags) and calls its Op with
     them. `check` checks the registered op's arguments (a ValueError/TypeError naming the bad one);
     every path below runs it exactly once per call:
-      - plain eager (plain_eager): `check`, then `impl` directly, or, when autograd records the call,
-        `impl` inside a torch.autograd.Function whose context and backward are the registered op's own
-        `setup_context` / `backward` (so both paths run the same forward and backward functions);
+      - plain eager (as plain_eager: nothing `watched`, only PLAIN_TENSORS): `check`, then `impl`
+        directly, or, when autograd records the call, `impl` inside a torch.autograd.Function whose
+        context and backward are the registered op's own `setup_context` / `backward` (so both paths
+        run the same forward and backward functions);
       - inside torch.func transforms: `check`, then `reference`, the differentiable formula (a backward
         op has none: the forward ran its reference there);
       - otherwise (torch.compile, tracing, modes, tensor subclasses): the registered op `registered`
@@ -213,16 +224,32 @@ class Op:
         return mode.__torch_dispatch__(func, types, args, kwargs)
 
     def __call__(self, *inputs):
-        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-        if plain_eager(*tensors):
-            self.check(*inputs)
-            if self.function is not None and needs_grad(*tensors):
-                return self.function.apply(*inputs)
-            return self.impl(*inputs)
+        if not watched():
+            plain, grad = _scan(inputs)
+            if plain:  # plain_eager, in the one pass over the inputs that also finds needs_grad
+                self.check(*inputs)
+                if self.function is not None and grad and torch.is_grad_enabled():
+                    return self.function.apply(*inputs)
+                return self.impl(*inputs)
         if self.reference is not None and under_functorch():
             self.check(*inputs)
             return self.reference(*inputs)
         return self.registered(*inputs)
+
+
+_NOT_TENSORS = frozenset((type(None), bool, int, float, str))  # (isinstance(v, Tensor) is slow for these)
+
+
+def _scan(inputs) -> tuple:
+    """(no input is a tensor subclass, an input tensor requires grad) for Op.__call__."""
+    plain, grad = True, False
+    for t in inputs:
+        kind = type(t)
+        if kind in PLAIN_TENSORS:
+            grad = grad or t.requires_grad
+        elif kind not in _NOT_TENSORS and isinstance(t, torch.Tensor):
+            plain = False
+    return plain, grad
 
 
 def _export_keeps_triton_ops() -> bool:
