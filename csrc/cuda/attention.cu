@@ -19,42 +19,25 @@ __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, 
                                                          const T* __restrict v, const std::uint8_t* __restrict mask,
                                                          T* __restrict out, A* __restrict lse, AttnArgs p,
                                                          std::int64_t nblk) {
-  constexpr int kTile = tile_rows<A>();
-  __shared__ A ks[kTile][MD];
-  __shared__ A vs[kTile][MD];
-  __shared__ bool ok[kTile];
-  const RowIdx x = row_idx(p, nblk);
-  const std::int64_t bh = x.bh, b = x.b, h = x.h, i = x.row;
-  const bool live = i < p.Lq;
+  __shared__ KeyTile<A, MD> kv;
+  constexpr int kTile = KeyTile<A, MD>::kTile;
+  const RowIdx x = row_idx(p, nblk, p.Lq);
+  const std::int64_t i = x.row;
+  const bool live = x.live;
   const int D = int(p.D);
   const A scale = A(p.scale);
   A qr[MD], acc[MD];
-  const T* qrow = row_at(q, p.qs, b, h, live ? i : 0);
+  const T* qrow = row_at(q, p.qs, x.b, x.h, live ? i : 0);
   for (int d = 0; d < D; ++d) { qr[d] = live ? to_acc(qrow[d]) * scale : A(0); acc[d] = A(0); }
   A m = -INFINITY, l = 0;
-  // keys any row of this block sees (block-uniform: every thread runs the same tiles and barriers)
-  const std::int64_t row_end = (x.blk + 1) * kRows;
-  const std::int64_t Lv = p.causal && row_end < p.Lk ? row_end : p.Lk;
-  for (std::int64_t j0 = 0; j0 < Lv; j0 += kTile) {
-    __syncthreads();
-    if (threadIdx.x < kTile) {
-      const std::int64_t j = j0 + threadIdx.x;
-      ok[threadIdx.x] = j < p.Lk && !(mask && mask[b * p.Lk + j]);
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < kTile * D; e += kRows) {
-      const int r = e / D, d = e % D;
-      const std::int64_t j = j0 + r;
-      ks[r][d] = ok[r] ? to_acc(row_at(k, p.ks, b, h, j)[d]) : A(0);
-      vs[r][d] = ok[r] ? to_acc(row_at(v, p.vs, b, h, j)[d]) : A(0);
-    }
-    __syncthreads();
+  for (std::int64_t j0 = 0, Lv = key_end(p, x.blk); j0 < Lv; j0 += kTile) {
+    kv.stage(k, v, mask, p, x.b, x.h, j0);
     A s[kTile];
     A mx = m;
     for (int r = 0; r < kTile; ++r) {
       A t = 0;
-      for (int d = 0; d < D; ++d) t += qr[d] * ks[r][d];
-      s[r] = ok[r] && !(p.causal && j0 + r > i) ? t : A(-INFINITY);
+      for (int d = 0; d < D; ++d) t += qr[d] * kv.k[r][d];
+      s[r] = kv.ok[r] && !(p.causal && j0 + r > i) ? t : A(-INFINITY);
       mx = s[r] > mx ? s[r] : mx;
     }
     const A mu = mx == A(-INFINITY) ? A(0) : mx;
@@ -62,10 +45,10 @@ __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, 
     l *= alpha;
     for (int d = 0; d < D; ++d) acc[d] *= alpha;
     for (int r = 0; r < kTile; ++r) {
-      if (!ok[r] || (p.causal && j0 + r > i)) continue;  // not attended: p = 0, and v is never read
+      if (!kv.ok[r] || (p.causal && j0 + r > i)) continue;  // not attended: p = 0, and v is never read
       const A pr = exp(A(s[r] - mu));
       l += pr;
-      for (int d = 0; d < D; ++d) acc[d] += pr * vs[r][d];
+      for (int d = 0; d < D; ++d) acc[d] += pr * kv.v[r][d];
     }
     m = mx;
   }
@@ -73,9 +56,9 @@ __global__ void __launch_bounds__(kRows) attn_fwd_kernel(const T* __restrict q, 
   // l is NaN where a NaN reached the row: the row is NaN (inv NaN), not zero
   const bool none = l == A(0);
   const A inv = none ? A(0) : A(1) / l;
-  T* orow = row_at(out, p.os, b, h, i);
+  T* orow = row_at(out, p.os, x.b, x.h, i);
   for (int d = 0; d < D; ++d) orow[d] = from_acc<T>(A(acc[d] * inv));
-  lse[bh * p.Lq + i] = none ? A(-INFINITY) : m + log(l);
+  lse[x.bh * p.Lq + i] = none ? A(-INFINITY) : m + log(l);
 }
 
 template <class T, int MD>

@@ -36,13 +36,11 @@ struct BwdPtrs {
 // One thread per query row.
 template <class T, class A, int MD>
 __global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, AttnArgs p, std::int64_t nblk) {
-  constexpr int kTile = tile_rows<A>();
-  __shared__ A kt[kTile][MD];
-  __shared__ A vt[kTile][MD];
-  __shared__ bool key_ok[kTile];
-  const RowIdx x = row_idx(p, nblk);
+  __shared__ KeyTile<A, MD> kv;
+  constexpr int kTile = KeyTile<A, MD>::kTile;
+  const RowIdx x = row_idx(p, nblk, p.Lq);
   const std::int64_t bh = x.bh, b = x.b, h = x.h, i = x.row;
-  const bool live = i < p.Lq;
+  const bool live = x.live;
   const int D = int(p.D);
   const A scale = A(p.scale);
   const std::int64_t r = live ? i : 0;
@@ -60,33 +58,19 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dq_kernel(BwdPtrs<T, A> t, Att
   // Rows past Lq and fully masked rows: p = 0 for every key.
   const A L = live ? t.lse[bh * p.Lq + i] : A(-INFINITY);
   const bool has_keys = L != A(-INFINITY);
-  const std::int64_t row_end = (x.blk + 1) * kRows;  // block-uniform
-  const std::int64_t Lv = p.causal && row_end < p.Lk ? row_end : p.Lk;
-  for (std::int64_t j0 = 0; j0 < Lv; j0 += kTile) {
-    __syncthreads();
-    if (threadIdx.x < kTile) {
-      const std::int64_t j = j0 + threadIdx.x;
-      key_ok[threadIdx.x] = j < p.Lk && !(t.mask && t.mask[b * p.Lk + j]);
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < kTile * D; e += kRows) {
-      const int c = e / D, d = e % D;
-      const std::int64_t j = j0 + c;
-      kt[c][d] = key_ok[c] ? to_acc(row_at(t.k, p.ks, b, h, j)[d]) : A(0);
-      vt[c][d] = key_ok[c] ? to_acc(row_at(t.v, p.vs, b, h, j)[d]) : A(0);
-    }
-    __syncthreads();
+  for (std::int64_t j0 = 0, Lv = key_end(p, x.blk); j0 < Lv; j0 += kTile) {
+    kv.stage(t.k, t.v, t.mask, p, b, h, j0);
     if (!has_keys) continue;
     for (int c = 0; c < kTile; ++c) {
-      if (!key_ok[c]) continue;  // the same for every thread of the block
+      if (!kv.ok[c]) continue;  // the same for every thread of the block
       if (p.causal && j0 + c > i) break;  // this row's later keys are masked too
       A s = 0, dp = 0;
       for (int d = 0; d < D; ++d) {
-        s += qr[d] * kt[c][d];
-        dp += gr[d] * vt[c][d];
+        s += qr[d] * kv.k[c][d];
+        dp += gr[d] * kv.v[c][d];
       }
       const A ds = exp(A(s - L)) * (dp - dl);
-      for (int d = 0; d < D; ++d) acc[d] += ds * kt[c][d];
+      for (int d = 0; d < D; ++d) acc[d] += ds * kv.k[c][d];
     }
   }
   if (!live) return;
@@ -102,9 +86,9 @@ __global__ void __launch_bounds__(kRows) attn_bwd_dkdv_kernel(BwdPtrs<T, A> t, A
   __shared__ A qt[kTile][MD];  // q * scale
   __shared__ A gt[kTile][MD];  // dout
   __shared__ A lt[kTile], dlt[kTile];
-  const RowIdx x = row_idx(p, nblk);
+  const RowIdx x = row_idx(p, nblk, p.Lk);
   const std::int64_t bh = x.bh, b = x.b, h = x.h, j = x.row;
-  const bool live = j < p.Lk;
+  const bool live = x.live;
   const bool key_ok = live && !(t.mask && t.mask[b * p.Lk + j]);
   const int D = int(p.D);
   const A scale = A(p.scale);
