@@ -31,6 +31,18 @@ constexpr int kTM = 4, kTN = 4;              // rows x codes per thread
 constexpr int kTX = kBK / kTN;               // 16 threads along codes
 constexpr int kWarps = kThreads / 32;
 
+// ||row||^2 of a D-vector, summed by the 32 lanes of a warp in a fixed order; every lane gets it.
+template <class T>
+__device__ __forceinline__ acc_t<T> warp_sq_norm(const T* row, std::int64_t D) {
+  using A = acc_t<T>;
+  A ss = 0;
+  for (std::int64_t d = threadIdx.x & 31; d < D; d += 32) {
+    const A v = to_acc(row[d]);
+    ss += v * v;
+  }
+  return group_sum(ss);
+}
+
 template <class T, bool COS>
 __global__ void __launch_bounds__(kThreads) prep_kernel(const T* __restrict__ e, acc_t<T>* __restrict__ en,
                                                         acc_t<T>* __restrict__ er, std::int64_t K, std::int64_t D,
@@ -39,13 +51,7 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const T* __restrict__ e,
   const int lane = threadIdx.x & 31;
   const std::int64_t k = std::int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (k >= K) return;
-  const T* row = e + k * D;
-  A ss = 0;
-  for (std::int64_t d = lane; d < D; d += 32) {
-    const A v = to_acc(row[d]);
-    ss += v * v;
-  }
-  ss = group_sum(ss);
+  const A ss = warp_sq_norm(e + k * D, D);
   if (lane == 0) {
     if (COS) {
       const A n = sqrt(ss);
@@ -203,13 +209,7 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(const T* __restrict_
   const T* ek = e + std::int64_t(k) * D;
   A zden = A(1), einv = A(1);
   if (COS) {
-    A ss = 0;
-    for (std::int64_t d = lane; d < D; d += 32) {
-      const A v = to_acc(zr[d]);
-      ss += v * v;
-    }
-    ss = group_sum(ss);
-    const A n = sqrt(ss);
+    const A n = sqrt(warp_sq_norm(zr, D));
     zden = n > eps ? n : eps;
     einv = er[k];
   }
