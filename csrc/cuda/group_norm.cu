@@ -131,6 +131,37 @@ __device__ __forceinline__ std::int64_t chunk_count(std::int64_t HW, std::int64_
   return (HW - k * len < len) ? HW - k * len : len;
 }
 
+// One (n, chunk, channel) partial: forward (base, mu, M2), backward (sum dz, sum dz xhat).
+template <class A>
+__device__ __forceinline__ void put_stat(A* q, const Stat<A>& s) {
+  q[0] = s.base;
+  q[1] = s.mu;
+  q[2] = s.m2;
+}
+template <class A>
+__device__ __forceinline__ void put_sums(A* q, A s1, A s2) {
+  q[0] = s1;
+  q[1] = s2;
+}
+
+// Channels-last: merges the W values per thread in buf (thread t's at buf + t * W) over ty with a tree
+// (any ty_dim: step s merges row ty + s into row ty for ty a multiple of 2s); returns this thread's
+// values, the totals of its column where ty == 0. Every thread of the block calls it.
+template <int W, class S, class T, class F>
+__device__ __forceinline__ const S* merge_over_ty(S* buf, const Args<T>& p, int ty, F merge) {
+  S* mine = buf + threadIdx.x * W;
+  __syncthreads();
+  for (int s = 1; s < p.ty; s <<= 1) {
+    if ((ty & (2 * s - 1)) == 0 && ty + s < p.ty) {
+      const S* other = buf + (threadIdx.x + s * p.tx) * W;
+#pragma unroll
+      for (int e = 0; e < W; ++e) mine[e] = merge(mine[e], other[e]);
+    }
+    __syncthreads();
+  }
+  return mine;
+}
+
 template <class T>
 __device__ __forceinline__ acc_t<T> film_scale(const Args<T>& p, std::int64_t nc) {
   using A = acc_t<T>;
@@ -138,7 +169,7 @@ __device__ __forceinline__ acc_t<T> film_scale(const Args<T>& p, std::int64_t nc
   return p.one_plus_scale ? A(1) + p.scale[nc] : p.scale[nc];
 }
 
-template <class T, int MODE, bool CL>
+template <class T, int MODE>
 __device__ __forceinline__ Coef<acc_t<T>> make_coef(const Args<T>& p, std::int64_t n, std::int64_t c) {
   using A = acc_t<T>;
   Coef<A> k{A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
@@ -197,6 +228,12 @@ __device__ __forceinline__ A elem(const Coef<A>& k, A xv, A dyv, A& s1, A& s2, b
   }
 }
 
+// Partial statistics of channel c in chunk k of sample n (part_width(BWD) values).
+template <bool BWD, class T>
+__device__ __forceinline__ acc_t<T>* part_at(const Args<T>& p, std::int64_t n, std::int64_t k, std::int64_t c) {
+  return p.part + ((n * p.chunks + k) * p.C + c) * part_width(BWD);
+}
+
 // ---------------------------------------------------------------- channels-first
 // Warp w of block b owns piece b * kWarps + w = (row = n * C + c, chunk k): elements
 // [k * len, min(HW, (k + 1) * len)) of that row. len is a multiple of 32 * V; V > 1 needs HW % V == 0.
@@ -212,7 +249,7 @@ __global__ void __launch_bounds__(kThreads, 2) cf_kernel(const Args<T> p) {
   const std::int64_t cnt = chunk_count(p.HW, p.len, k);
   const std::int64_t base = row * p.HW + beg;
   const std::int64_t nvec = cnt / V;
-  const Coef<A> kc = make_coef<T, MODE, false>(p, n, c);
+  const Coef<A> kc = make_coef<T, MODE>(p, n, c);
   constexpr int kU = unroll_of(MODE);
   A s1 = A(0), s2 = A(0);
   Stat<A> st{A(0), A(0), A(0), A(0)};
@@ -256,21 +293,11 @@ __global__ void __launch_bounds__(kThreads, 2) cf_kernel(const Args<T> p) {
     }
   }
   if constexpr (MODE == kFwdStats) {
-    st = warp_merge(st);
-    if (lane == 0) {
-      A* q = p.part + ((n * p.chunks + k) * p.C + c) * part_width(false);
-      q[0] = st.base;
-      q[1] = st.mu;
-      q[2] = st.m2;
-    }
+    const Stat<A> t = warp_merge(st);
+    if (lane == 0) put_stat(part_at<false>(p, n, k, c), t);
   } else if constexpr (MODE == kBwdStats) {
-    s1 = group_sum(s1);
-    s2 = group_sum(s2) * kc.c1;
-    if (lane == 0) {
-      A* q = p.part + ((n * p.chunks + k) * p.C + c) * part_width(true);
-      q[0] = s1;
-      q[1] = s2;
-    }
+    const A t1 = group_sum(s1), t2 = group_sum(s2) * kc.c1;
+    if (lane == 0) put_sums(part_at<true>(p, n, k, c), t1, t2);
   }
 }
 
@@ -278,6 +305,7 @@ __global__ void __launch_bounds__(kThreads, 2) cf_kernel(const Args<T> p) {
 // Block b = (n, tile, chunk k), b = (n * tiles + tile) * chunks + k; blockDim.x = tx * ty.
 // Thread (tx, ty) owns channels [c0, c0 + V), c0 = (tile * tx_dim + tx) * V, and rows
 // r0 + ty, r0 + ty + ty_dim, ... < r1 of the chunk [r0, r1) = [k * len, min(HW, (k + 1) * len)).
+// The threads' partials are then merged over ty in shared memory.
 template <class T, int V, int MODE>
 __global__ void __launch_bounds__(kThreads, 2) cl_kernel(const Args<T> p) {
   using A = acc_t<T>;
@@ -298,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, 2) cl_kernel(const Args<T> p) {
   for (int e = 0; e < V; ++e) {
     s1[e] = s2[e] = A(0);
     st[e] = Stat<A>{A(0), A(0), A(0), A(0)};
-    kc[e] = valid ? make_coef<T, MODE, true>(p, n, c0 + e) : Coef<A>{A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
+    kc[e] = valid ? make_coef<T, MODE>(p, n, c0 + e) : Coef<A>{A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
   }
   if (valid) {
     const std::int64_t off0 = n * p.HW * p.C + c0;
@@ -343,54 +371,28 @@ __global__ void __launch_bounds__(kThreads, 2) cl_kernel(const Args<T> p) {
       }
     }
   }
-  // Trees over ty (any ty_dim): step s merges row ty + s into row ty for ty a multiple of 2s.
   if constexpr (MODE == kFwdStats) {
     __shared__ Stat<A> ss[kThreads * V];
-    Stat<A>* mine = ss + threadIdx.x * V;
 #pragma unroll
-    for (int e = 0; e < V; ++e) mine[e] = st[e];
-    __syncthreads();
-    for (int s = 1; s < p.ty; s <<= 1) {
-      if ((ty & (2 * s - 1)) == 0 && ty + s < p.ty) {
-        const Stat<A>* other = ss + (threadIdx.x + s * p.tx) * V;
-#pragma unroll
-        for (int e = 0; e < V; ++e) mine[e] = merge_stat(mine[e], other[e]);
-      }
-      __syncthreads();
-    }
+    for (int e = 0; e < V; ++e) ss[threadIdx.x * V + e] = st[e];
+    const Stat<A>* t = merge_over_ty<V>(ss, p, ty, [](const Stat<A>& x, const Stat<A>& y) { return merge_stat(x, y); });
     if (ty == 0 && valid) {
-      A* q = p.part + ((n * p.chunks + k) * p.C + c0) * part_width(false);
+      A* q = part_at<false>(p, n, k, c0);
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        q[3 * e] = mine[e].base;
-        q[3 * e + 1] = mine[e].mu;
-        q[3 * e + 2] = mine[e].m2;
-      }
+      for (int e = 0; e < V; ++e) put_stat(q + e * part_width(false), t[e]);
     }
   } else if constexpr (MODE == kBwdStats) {
     __shared__ A sm[kThreads * V * 2];
-    A* mine = sm + threadIdx.x * (V * 2);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
-      mine[2 * e] = s1[e];
-      mine[2 * e + 1] = s2[e];
+      sm[threadIdx.x * 2 * V + 2 * e] = s1[e];
+      sm[threadIdx.x * 2 * V + 2 * e + 1] = s2[e];
     }
-    __syncthreads();
-    for (int s = 1; s < p.ty; s <<= 1) {
-      if ((ty & (2 * s - 1)) == 0 && ty + s < p.ty) {
-        const A* other = sm + (threadIdx.x + s * p.tx) * (V * 2);
-#pragma unroll
-        for (int e = 0; e < 2 * V; ++e) mine[e] += other[e];
-      }
-      __syncthreads();
-    }
+    const A* t = merge_over_ty<2 * V>(sm, p, ty, [](A x, A y) { return x + y; });
     if (ty == 0 && valid) {
-      A* q = p.part + ((n * p.chunks + k) * p.C + c0) * part_width(true);
+      A* q = part_at<true>(p, n, k, c0);
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        q[2 * e] = mine[2 * e];
-        q[2 * e + 1] = mine[2 * e + 1] * kc[e].c1;
-      }
+      for (int e = 0; e < V; ++e) put_sums(q + e * part_width(true), t[2 * e], t[2 * e + 1] * kc[e].c1);
     }
   }
 }
@@ -408,7 +410,7 @@ __global__ void __launch_bounds__(kThreads) fwd_finalize_kernel(const Args<T> p)
   Stat<A> st{A(0), A(0), A(0), A(0)};
   for (std::int64_t i = threadIdx.x; i < pieces; i += blockDim.x) {
     const std::int64_t ci = i / p.chunks, kk = i - ci * p.chunks;
-    const A* q = p.part + ((n * p.chunks + kk) * p.C + g * p.Cg + ci) * part_width(false);
+    const A* q = part_at<false>(p, n, kk, g * p.Cg + ci);
     st = merge_stat(st, Stat<A>{A(chunk_count(p.HW, p.len, kk)), q[0], q[1], q[2]});
   }
   const int t = threadIdx.x;
@@ -442,7 +444,7 @@ __global__ void __launch_bounds__(kThreads) bwd_finalize_kernel(const Args<T> p,
     A s1 = A(0), s2 = A(0);
     if (active) {
       for (std::int64_t kk = sub; kk < p.chunks; kk += sw) {
-        const A* q = p.part + ((n * p.chunks + kk) * p.C + c) * part_width(true);
+        const A* q = part_at<true>(p, n, kk, c);
         s1 += q[0];
         s2 += q[1];
       }
@@ -548,16 +550,24 @@ void launch_finalize(const Plan& pl, const Args<T>& p, cudaStream_t st) {
 }
 
 // The tensors of one direction, and whether its vector loads/stores may use 16-byte accesses.
-template <class T>
-Args<T> tensors(const NormFwdArgs& a) {
+// Both directions: x, the affine and FiLM vectors, and the group statistics (the forward writes them).
+template <class T, class NA>
+Args<T> shared_tensors(const NA& a) {
   using A = acc_t<T>;
   Args<T> p{};
   p.x = static_cast<const T*>(a.x);
-  p.out = static_cast<T*>(a.y);
   p.w = static_cast<const A*>(a.w); p.b = static_cast<const A*>(a.b);
   p.scale = static_cast<const A*>(a.scale); p.shift = static_cast<const A*>(a.shift);
-  p.mean = static_cast<A*>(a.mean); p.rstd = static_cast<A*>(a.rstd);
-  p.eps = A(a.eps);
+  p.mean = const_cast<A*>(static_cast<const A*>(a.mean));
+  p.rstd = const_cast<A*>(static_cast<const A*>(a.rstd));
+  return p;
+}
+
+template <class T>
+Args<T> tensors(const NormFwdArgs& a) {
+  Args<T> p = shared_tensors<T>(a);
+  p.out = static_cast<T*>(a.y);
+  p.eps = acc_t<T>(a.eps);
   return p;
 }
 inline bool aligned16(const NormFwdArgs& a) { return is_aligned(a.x, 16) && is_aligned(a.y, 16); }
@@ -565,14 +575,9 @@ inline bool aligned16(const NormFwdArgs& a) { return is_aligned(a.x, 16) && is_a
 template <class T>
 Args<T> tensors(const NormBwdArgs& a) {
   using A = acc_t<T>;
-  Args<T> p{};
-  p.x = static_cast<const T*>(a.x);
+  Args<T> p = shared_tensors<T>(a);
   p.dy = static_cast<const T*>(a.dy);
   p.out = static_cast<T*>(a.dx);
-  p.w = static_cast<const A*>(a.w); p.b = static_cast<const A*>(a.b);
-  p.scale = static_cast<const A*>(a.scale); p.shift = static_cast<const A*>(a.shift);
-  p.mean = const_cast<A*>(static_cast<const A*>(a.mean));
-  p.rstd = const_cast<A*>(static_cast<const A*>(a.rstd));
   p.sum_dz = static_cast<A*>(a.sum_dz); p.sum_dzx = static_cast<A*>(a.sum_dz_xhat);
   return p;
 }
