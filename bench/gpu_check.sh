@@ -17,6 +17,7 @@
 #
 # Environment: PYTHON (default: the first of python, python3 that imports torch),
 # GPU_CHECK_BUDGET (seconds), GPU_CHECK_BUILD=always (build even without a GPU: compile check),
+# GPU_CHECK_BUILD_LIMIT (seconds for the build step, default 180; a dry run on 2 loaded cores needs more),
 # GPU_CHECK_ARCHS (default 90), GPU_CHECK_WHEEL (default: the newest dist/genkernels-*.whl),
 # GPU_CHECK_TORCH_WHEEL (the second torch; default: a torch-*.whl in .whl/ or dist/ of another version).
 set -u -o pipefail
@@ -117,8 +118,12 @@ build() {
     GENKERNELS_BUILD_DIR="$REPO/build/gpu-check-sm$ARCHS" \
     "$PY" setup.py -q build_ext --inplace || return 1
   ls -l "$REPO"/genkernels/_C*.so
-  # from this tree, not an installed genkernels (an editable install's finder would win over PYTHONPATH)
-  "$PY" -c "import genkernels._C_cuda as m; print(m.__file__, 'archs', m.archs, 'runtime', m.runtime_version)"
+  # from this tree, not an installed genkernels: an editable install's finder supplies the extension
+  # modules a tree lacks (a dry run in a git worktree imported the main checkout's _C_cuda that way)
+  "$PY" -c "import os, genkernels._C as c, genkernels._C_cuda as m
+print(m.__file__, 'archs', m.archs, 'runtime', m.runtime_version)
+stray = [x.__file__ for x in (c, m) if not x.__file__.startswith(os.environ['REPO'] + '/genkernels/')]
+assert not stray, f'extension modules from outside {os.environ[\"REPO\"]}: {stray}'"
 }
 
 collect() { cp -f "$REPO"/bench/results/bench_cuda*.json "$REPO"/bench/results/bench_cuda*.png "$OUT"/ 2>/dev/null; return 0; }
@@ -197,7 +202,7 @@ if [ "$HAVE_GPU" != 1 ]; then
 fi
 
 if [ "$HAVE_GPU" = 1 ] || [ "${GPU_CHECK_BUILD:-}" = always ]; then
-  step "build sm_$ARCHS" 180 build
+  step "build sm_$ARCHS" "${GPU_CHECK_BUILD_LIMIT:-180}" build
 else
   skip "build sm_$ARCHS" "no GPU (GPU_CHECK_BUILD=always builds anyway)"
 fi

@@ -5,11 +5,15 @@ driven through the public ops on small CPU tensors of every dtype, fwd and bwd; 
 before it runs and compiled for the signature it would have had (argument types and annotations; not
 Triton's value specialisations such as ints equal to 1), each distinct specialisation once, in
 `--jobs` worker processes (2 by default) and a fresh Triton cache (nothing reused between runs).
-Prints a table and a summary; exit 1 on any error.
+By default only the CI subset (representatives: each kernel x data dtype x num_warps at its heaviest
+specialisation, named in triton_sm90_subset.txt); `--full` compiles all of them and checks that the
+subset still holds each group's highest register count and largest spill (`--write-subset` rewrites
+the file from that run). Prints a table (CI: * for
+the subset) and a summary; exit 1 on any error.
 
 Beyond "it compiles": attention at every head-dim bucket (8..256) and float64 for every op (attention's
 Triton wrappers must refuse float64 with a ValueError: the op routes it elsewhere); the precision of
-attention's products read from the PTX (float32 data: no TF32 mma; 16-bit data: native f16/bf16 mma);
+attention's products read from the TTIR and PTX (float32 data: tf32x3; 16-bit data: native f16/bf16 mma);
 registers, spill stores and stack of every specialisation from ptxas's -v report of the same compile
 (Triton's own n_regs / n_spills come from the CUDA driver, which needs a GPU): a spill is an error
 unless KNOWN_SPILLS accepts it.
@@ -17,6 +21,7 @@ unless KNOWN_SPILLS accepts it.
 import argparse
 import contextlib
 import io
+import math
 import multiprocessing
 import os
 import re
@@ -36,34 +41,24 @@ TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", t
          torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.bool: "i1"}
 # Spills accepted: (kernel, data dtype, attention's BD or None) -> the largest spill stores (bytes) of
 # its variants at the last count (sm_90, ptxas 13.4 bundled with triton 3.9): any other spill, or one
-# past its ceiling, is an error. float32 attention: float32 tl.dot with input_precision="ieee" lowers to
-# FMA loops, not tensor cores; ptxas then settles at 32 or 255 registers and spills whatever the tile.
-# 16-bit causal BD=64 on 8 warps: at the register limit (255); its configuration is yet to choose
-# (issue 16 defect 8). SPILL_SLACK: small counts move with unrelated kernel edits (fp16 BD=32 dk/dv:
-# 8 bytes at 255 registers before the non-finite edit of triton/attention.py, 0 at 221 after), so a
-# spill fails only past its ceiling plus this.
+# past its ceiling, is an error. Only float32 attention is left (tf32x3 holds a high and a low part of
+# every operand; its tiles were chosen as the least spilled of those tried, triton/attention.py _meta;
+# "ieee" products spilled up to 140 KB). SPILL_SLACK: small counts move with unrelated kernel edits
+# (fp16 BD=32 dk/dv: 8 bytes at 255 registers before the non-finite edit of triton/attention.py, 0 at
+# 221 after), so a spill fails only past its ceiling plus this.
 SPILL_SLACK = 64
 KNOWN_SPILLS = {
-    ("_bwd_apply_kernel", "fp16", None): 20,
-    ("_bwd_dkdv_kernel", "bf16", 64): 21180,
-    ("_bwd_dkdv_kernel", "fp16", 64): 21180,
-    ("_bwd_dkdv_kernel", "fp32", 16): 1092,
-    ("_bwd_dkdv_kernel", "fp32", 32): 14808,
-    ("_bwd_dkdv_kernel", "fp32", 64): 140312,
-    ("_bwd_dkdv_kernel", "fp32", 128): 38636,
-    ("_bwd_dkdv_kernel", "fp32", 256): 46084,
-    ("_bwd_dq_kernel", "bf16", 64): 10532,
-    ("_bwd_dq_kernel", "fp16", 64): 10532,
-    ("_bwd_dq_kernel", "fp32", 32): 24,
-    ("_bwd_dq_kernel", "fp32", 64): 71068,
-    ("_bwd_dq_kernel", "fp32", 128): 27024,
-    ("_bwd_dq_kernel", "fp32", 256): 34728,
-    ("_fwd_kernel", "bf16", 64): 10016,
-    ("_fwd_kernel", "fp16", 64): 10016,
-    ("_fwd_kernel", "fp32", 32): 84,
-    ("_fwd_kernel", "fp32", 64): 64616,
-    ("_fwd_kernel", "fp32", 128): 15556,
-    ("_fwd_kernel", "fp32", 256): 1752,
+    ("_bwd_dkdv_kernel", "fp32", 32): 72,
+    ("_bwd_dkdv_kernel", "fp32", 64): 520,
+    ("_bwd_dkdv_kernel", "fp32", 128): 2252,
+    ("_bwd_dkdv_kernel", "fp32", 256): 18176,
+    ("_bwd_dq_kernel", "fp32", 32): 52,
+    ("_bwd_dq_kernel", "fp32", 64): 488,
+    ("_bwd_dq_kernel", "fp32", 128): 712,
+    ("_bwd_dq_kernel", "fp32", 256): 11712,
+    ("_fwd_kernel", "fp32", 64): 32,
+    ("_fwd_kernel", "fp32", 128): 48,
+    ("_fwd_kernel", "fp32", 256): 1060,
 }
 PTXAS_REGS = re.compile(r"Used (\d+) registers")
 PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -147,19 +142,31 @@ def drive(errors):
 
 
 MMA = re.compile(r"^\s*(wgmma|mma)\S*", re.M)
+TT_DOT = re.compile(r"tt\.dot .*?(?:inputPrecision = (\w+) )?: tensor<(?:\d+x)+(\w+)> \*")
 
 
-def check_precision(fn, dtype, ptx):
-    """attention's products: no TF32 for float32 data, native 16-bit operands for half types."""
+def check_precision(fn, dtype, ttir, ptx):
+    """attention's products: float32 data through tf32x3 (every float32 tl.dot asks for it in the
+    TTIR; the PTX has TF32 tensor-core products and the cvt.rna.tf32.f32 splits of the operands), 16-bit
+    data through native f16/bf16 mma."""
     if not fn.fn.__module__.endswith("triton.attention"):
         return []
     mmas = {m.group(0).strip() for m in MMA.finditer(ptx)}
-    if dtype == "fp32" and any("tf32" in m for m in mmas):
-        return [f"{fn.__name__} float32: TF32 tensor-core products {sorted(mmas)[:2]}"]
+    if dtype == "fp32":
+        precs = {p for p, operand in TT_DOT.findall(ttir) if operand == "f32"}
+        if precs != {"tf32x3"}:
+            return [f"{fn.__name__} float32: tl.dot precisions {sorted(precs)}, not tf32x3 alone"]
+        if not any(".tf32.tf32" in m for m in mmas) or "cvt.rna.tf32.f32" not in ptx:
+            return [f"{fn.__name__} float32: no tf32x3 products in the PTX ({sorted(mmas)[:2]})"]
     want = {"fp16": ".f16.f16", "bf16": ".bf16.bf16"}.get(dtype)
     if want and not any(want in m for m in mmas):
         return [f"{fn.__name__} {dtype}: no native {want} mma in the PTX ({sorted(mmas)[:2]})"]
     return []
+
+
+def spill_key(fn, sig, consts):
+    """A specialisation's KNOWN_SPILLS key: kernel, data dtype, attention's BD (None elsewhere)."""
+    return spec_label(fn, sig, consts)[:2] + (consts.get("BD"),)
 
 
 def compile_one(i):
@@ -174,7 +181,7 @@ def compile_one(i):
     except Exception as e:
         return None, [f"{kernel} {dtype} {flags}: {type(e).__name__}: {str(e)[:400]}"]
     errors = [] if k.asm.get("cubin") else [f"{kernel} {dtype}: no cubin"]
-    errors += check_precision(fn, dtype, k.asm["ptx"])
+    errors += check_precision(fn, dtype, k.asm["ttir"], k.asm["ptx"])
     shared = k.metadata.shared
     if shared > MAX_SHARED:
         errors.append(f"{kernel} {dtype} {flags}: {shared} bytes of shared memory > {MAX_SHARED}")
@@ -183,29 +190,102 @@ def compile_one(i):
         return None, errors + [f"{kernel} {dtype} {flags}: no ptxas -v report in the compile's output"]
     row = (kernel, dtype, flags, k.metadata.num_warps, k.metadata.num_stages, int(regs.group(1)),
            int(frame.group(2)), int(frame.group(1)), shared)
-    ceiling = KNOWN_SPILLS.get((kernel, dtype, consts.get("BD")), 0)
+    ceiling = KNOWN_SPILLS.get(spill_key(fn, sig, consts), 0)
     if row[6] > ceiling + SPILL_SLACK:
         errors.append(f"{kernel} {dtype} {flags}: spills {row[6]} bytes at {row[5]} registers "
                       f"(num_warps={row[3]}; accepted: {ceiling})")
     return row, errors
 
 
+def _weight(consts):
+    """(flags set, tile elements, tile extents): a specialisation with more of its code paths on and
+    larger tiles compiles to more registers. Flags: True or an int 1 (CL=1); tiles: ints above 1."""
+    ints = [v for v in consts.values() if type(v) in (bool, int)]
+    tiles = [v for v in ints if v > 1]
+    return sum(v == 1 for v in ints), math.prod(tiles), sum(tiles)
+
+
 def distinct(launches):
-    """Indices of the launches with distinct compile inputs (signature, constexprs, options), larger
-    tiles first (the longest compiles start first on the workers)."""
+    """Indices of the launches with distinct compile inputs (signature, constexprs, options), heavier
+    first (the longest compiles start first on the workers)."""
     firsts = {}
     for i, (fn, args, kwargs) in enumerate(launches):
         sig, consts, options = signature(fn, args, kwargs)
         key = (fn.__name__, tuple(sig.items()), tuple((k, str(v)) for k, v in consts.items()),
                tuple(sorted((k, str(v)) for k, v in options.items())))
-        firsts.setdefault(key, (i, -sum(v for v in consts.values() if type(v) is int)))
-    return [i for i, _ in sorted(firsts.values(), key=lambda t: t[1])]
+        firsts.setdefault(key, (i, _weight(consts)))
+    return [i for i, _ in sorted(firsts.values(), key=lambda t: t[1], reverse=True)]
+
+
+SUBSET = Path(__file__).with_name("triton_sm90_subset.txt")  # written by --full --write-subset
+
+
+def group(i):
+    """A launch's configuration group: kernel, data dtype, num_warps."""
+    fn, args, kwargs = launches[i]
+    sig, consts, options = signature(fn, args, kwargs)
+    return spec_label(fn, sig, consts)[:2] + (options.get("num_warps"),)
+
+
+def label(i):
+    fn, args, kwargs = launches[i]
+    sig, consts, _ = signature(fn, args, kwargs)
+    return " ".join(spec_label(fn, sig, consts))
+
+
+def representatives(todo):
+    """The CI subset of `todo` (heaviest first): per group, the specialisations SUBSET names (the ones
+    with the largest spill and with the most registers in the last full run); a group it does not name
+    yet, its heaviest by _weight. --full checks that the subset holds every group's highest register
+    count and largest spill (check_subset)."""
+    named = set(SUBSET.read_text().splitlines()) if SUBSET.exists() else set()
+    keep = {i for i in todo if label(i) in named}
+    picked = {group(i) for i in keep}
+    for i in todo:
+        if group(i) not in picked:
+            picked.add(group(i))
+            keep.add(i)
+    return [i for i in todo if i in keep]
+
+
+def heaviest(results):
+    """Per group, the labels of its specialisations with the largest spill and with the most registers."""
+    best = {}
+    for i, (row, _) in results.items():
+        if row is not None:
+            for key in ((row[6], row[5]), (row[5], row[6])):
+                k = (group(i), key == (row[5], row[6]))
+                if key > best.get(k, ((-1, -1), None))[0]:
+                    best[k] = (key, label(i))
+    return sorted({lab for _, lab in best.values()})
+
+
+def check_subset(results, subset):
+    """Errors for each group whose highest register count or largest spill (over every specialisation)
+    is not reached by one in the CI subset: rerun with --full --write-subset."""
+    best, covered = {}, {}
+    for i, (row, _) in results.items():
+        if row is None:
+            continue
+        for acc in [best] + [covered] * (i in subset):
+            regs, spill = acc.get(group(i), (0, 0))
+            acc[group(i)] = (max(regs, row[5]), max(spill, row[6]))
+    errors = []
+    for g, (regs, spill) in sorted(best.items(), key=str):
+        have = covered.get(g, (0, 0))
+        if have[0] < regs or have[1] < spill:
+            errors.append(f"CI subset misses the heaviest of {g}: {regs} registers / {spill} B spill "
+                          f"over all, {have[0]} / {have[1]} in the subset (--full --write-subset)")
+    return errors
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="compile worker processes")
-    jobs = ap.parse_args().jobs
+    ap.add_argument("--full", action="store_true",
+                    help="every specialisation (default: the CI subset, see representatives)")
+    ap.add_argument("--write-subset", action="store_true", help=f"with --full: rewrite {SUBSET.name}")
+    opts = ap.parse_args()
     if os.environ.get("TRITON_INTERPRET"):
         print("TRITON_INTERPRET is set: nothing would be compiled")
         return 2
@@ -215,22 +295,31 @@ def main() -> int:
     errors = []
     drive(errors)
     todo = distinct(launches)
+    subset = representatives(todo)
+    if not opts.full:
+        todo = subset
     with tempfile.TemporaryDirectory() as cache:
         triton.knobs.cache.dir = cache  # a real compile (a cache hit has no ptxas report), kept by no one
-        if jobs > 1:
-            with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                results = pool.map(compile_one, todo, chunksize=1)
+        if opts.jobs > 1:
+            with multiprocessing.get_context("fork").Pool(opts.jobs) as pool:
+                results = dict(zip(todo, pool.map(compile_one, todo, chunksize=1)))
         else:
-            results = [compile_one(i) for i in todo]
-    rows = [row for row, _ in results if row]
-    errors += [e for _, errs in results for e in errs]
+            results = {i: compile_one(i) for i in todo}
+    rows = [row + ("*" if i in subset else "",) for i, (row, _) in results.items() if row]
+    errors += [e for _, errs in results.values() for e in errs]
+    if opts.full and opts.write_subset:
+        SUBSET.write_text("".join(lab + "\n" for lab in heaviest(results)))
+        subset = representatives(todo)
+    if opts.full:
+        errors += check_subset(results, set(subset))
     print(f"{'kernel':<18} {'dtype':<5} {'compile-time arguments':<70} {'warps':>5} {'stages':>6} "
-          f"{'regs':>4} {'spill':>5} {'stack':>5} {'shared':>6}")
+          f"{'regs':>4} {'spill':>5} {'stack':>5} {'shared':>6} CI")
     for r in sorted(rows):
-        print(f"{r[0]:<18} {r[1]:<5} {r[2]:<70} {r[3]:>5} {r[4]:>6} {r[5]:>4} {r[6]:>5} {r[7]:>5} {r[8]:>6}")
+        print(f"{r[0]:<18} {r[1]:<5} {r[2]:<70} {r[3]:>5} {r[4]:>6} {r[5]:>4} {r[6]:>5} {r[7]:>5} {r[8]:>6} {r[9]}")
     kernels = sorted({fn.__name__ for fn, _, _ in launches})
     print(f"{len(launches)} launches, {len(kernels)} kernels, {len(rows)} specialisations compiled for "
-          f"sm_{TARGET.arch} ({jobs} jobs); {len(errors)} errors")
+          f"sm_{TARGET.arch} ({'all' if opts.full else 'the CI subset'}, {len(subset)} in that subset; "
+          f"{opts.jobs} jobs); {len(errors)} errors")
     for e in errors:
         print("  ", e)
     return 1 if errors or not rows else 0

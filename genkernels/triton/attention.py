@@ -5,11 +5,14 @@ j <= i): the key loops stop after the block holding a query block's last row, th
 the query block holding its first key; masked tiles are never loaded.
 
 Precision of the products (explicit: Triton's default rounds float32 operands to TF32, ~1e-3 relative,
-which the interpreter does not show): every tl.dot takes its operands in the data's dtype with
-``input_precision="ieee"`` — exact float32 products for float32 data; float16/bfloat16 operands go to the
-tensor cores natively (P and dS are rounded to the data dtype first, as FlashAttention-2 does), with
-float32 accumulation. float64 is not supported here (the softmax state is float32): the op routes it
-to another backend (ops/attention.py) and the wrappers refuse it."""
+which the interpreter does not show): every tl.dot takes its operands in the data's dtype. float32 data
+uses ``input_precision="tf32x3"``: each operand split into a TF32 high part and the TF32 remainder, three
+tensor-core products (hi*hi + hi*lo + lo*hi) with float32 sums, which stays within float32 attention's
+tolerance (tests/test_attention_tf32x3.py emulates it) where "ieee" became FMA loops that spilled up
+to 140 KB per thread at sm_90. float16/bfloat16 operands go to the tensor cores natively (P and dS are
+rounded to the data dtype first, as FlashAttention-2 does), with float32 accumulation. float64 is not
+supported here (the softmax state is float32): the op routes it to another backend (ops/attention.py)
+and the wrappers refuse it."""
 from __future__ import annotations
 
 import torch
@@ -41,16 +44,17 @@ def _kept_dot(a, b, keep, PREC: tl.constexpr, UPCAST: tl.constexpr):
     else:
         af = a.to(tl.float32)
         r = _mm(a, tl.where(bad, 0.0, b), PREC, UPCAST)
-        kf = keep.to(tl.float32)
-        pos = (keep & (af > 0)).to(tl.float32)
-        neg = (keep & (af < 0)).to(tl.float32)
-        pinf = (bf == float("inf")).to(tl.float32)
-        ninf = (bf == float("-inf")).to(tl.float32)
+        # 0/1 indicators as float16 operands: exact products and float32 sums on the tensor cores
+        # (float32 operands at "ieee" became FMA loops that spilled at sm_90)
+        kf = keep.to(tl.float16)
+        pos = (keep & (af > 0)).to(tl.float16)
+        neg = (keep & (af < 0)).to(tl.float16)
+        pinf = (bf == float("inf")).to(tl.float16)
+        ninf = (bf == float("-inf")).to(tl.float16)
         # kept a * NaN, and kept (0 or NaN) * inf, are NaN; +inf and -inf terms together are NaN
-        n_nan = tl.dot(kf, (bf != bf).to(tl.float32), input_precision="ieee") + \
-            tl.dot(kf - pos - neg, pinf + ninf, input_precision="ieee")
-        n_pos = tl.dot(pos, pinf, input_precision="ieee") + tl.dot(neg, ninf, input_precision="ieee")
-        n_neg = tl.dot(pos, ninf, input_precision="ieee") + tl.dot(neg, pinf, input_precision="ieee")
+        n_nan = tl.dot(kf, (bf != bf).to(tl.float16)) + tl.dot(kf - pos - neg, pinf + ninf)
+        n_pos = tl.dot(pos, pinf) + tl.dot(neg, ninf)
+        n_neg = tl.dot(pos, ninf) + tl.dot(neg, pinf)
         fix = tl.where(n_pos > 0, float("inf"), tl.where(n_neg > 0, float("-inf"), r))
         fix = tl.where((n_nan > 0) | ((n_pos > 0) & (n_neg > 0)), float("nan"), fix)
         r = tl.where(r != r, r, fix)
@@ -217,7 +221,9 @@ def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ, H, Lq, Lk, D,
     tl.store(DQ + b * q_sb + h * q_sh + rm[:, None] * q_sl + rd[None, :], (dq * scale).to(DQ.dtype.element_ty), mask=q_ok)
 
 
-PREC = "ieee"  # see the module docstring
+# tl.dot's input_precision by data dtype (see the module docstring); 16-bit operands are multiplied as
+# they are
+PREC = {torch.float32: "tf32x3"}
 
 
 def _upcast(q) -> bool:
@@ -235,13 +241,22 @@ def _check_dtype(q):
 
 
 def _meta(q, mask, causal, D):
-    """The kernels' compile-time arguments and launch options. 16-bit data at BD >= 32 takes 8 warps
-    (the dk/dv kernel at 4 spilled at sm_90 at 255 registers: its k, v, dk, dv tiles stay in registers
-    for the whole loop; tests/triton_sm90_build.py reports every kernel's registers and spills)."""
+    """The kernels' compile-time arguments and launch options, chosen by the registers and spills of
+    every kernel at sm_90 (tests/triton_sm90_build.py reports them). 16-bit data at BD >= 32 takes 8
+    warps (the dk/dv kernel at 4 spilled at 255 registers: its k, v, dk, dv tiles stay in registers for
+    the whole loop); causal at BD = 64 32-row query blocks (the diagonal tiles' extra products spilled at
+    64 rows, on 4 or 8 warps). float32 (tf32x3: a high and a low part of each operand) takes 32x32
+    tiles, 8 warps at BD = 256: the least spilled at each BD of those tried that fit in shared memory
+    (32x64 on 8 warps at BD = 128 spilled less but its dk/dv kernel needs 246,272 B > 227 KB)."""
     BD = max(16, triton.next_power_of_2(D))
-    warps = 8 if BD >= 32 and q.dtype != torch.float32 else 4
-    return dict(HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=64 if BD <= 64 else 32,
-                BN=64 if BD <= 128 else 32, BD=BD, PREC=PREC, UPCAST=_upcast(q), num_warps=warps)
+    if q.dtype == torch.float32:
+        BM, BN, warps = 32, 32, 8 if BD == 256 else 4
+    else:
+        BM = 32 if BD > 64 or (causal and BD == 64) else 64
+        BN = 64 if BD <= 128 else 32
+        warps = 8 if BD >= 32 else 4
+    return dict(HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD,
+                PREC=PREC.get(q.dtype, "ieee"), UPCAST=_upcast(q), num_warps=warps)
 
 
 def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_causal_scale):

@@ -62,10 +62,13 @@ def _plan(N: int, C: int, HW: int, channels_last: int):
     return block_c, block_hw, n_cblocks, iters, chunk, n_chunks
 
 
-def _warps(acc_dtype: torch.dtype) -> int:
+def _warps(acc_dtype: torch.dtype, backward_dtype: torch.dtype | None = None) -> int:
     """Warps of the tile kernels: 8 for float64 statistics (at 4 their tiles reached 255 registers and
-    spilled at sm_90; tests/triton_sm90_build.py reports every kernel's registers and spills)."""
-    return 8 if acc_dtype == torch.float64 else 4
+    spilled at sm_90) and for the backward of 16-bit data (float16 _bwd_apply_kernel, channels last,
+    spilled 20 B at 4, none at 8; the sums kernel, launched alike, then spills 4 B in one float16
+    variant); tests/triton_sm90_build.py reports every kernel's registers and spills."""
+    half = backward_dtype in (torch.float16, torch.bfloat16)
+    return 8 if acc_dtype == torch.float64 or half else 4
 
 
 def _fin_blocks(Cg: int, n_chunks: int):
@@ -423,7 +426,7 @@ def group_norm_bwd(dy, x, weight, bias, scale, shift, mean, rstd, dx, sum_dz, su
     t = dummy if shift is None else shift
     flags = dict(CL=cl, SILU=bool(silu), HAS_W=weight is not None, HAS_B=bias is not None,
                  HAS_S=scale is not None, HAS_T=shift is not None, ONE_PLUS_SCALE=bool(one_plus_scale),
-                 BLOCK_C=block_c, BLOCK_HW=block_hw, num_warps=_warps(acc))
+                 BLOCK_C=block_c, BLOCK_HW=block_hw, num_warps=_warps(acc, x.dtype))
     launch.kernel(_bwd_sums_kernel)[grid](dy, x, w, b, s, t, mean, rstd, ws, N, C, HW, G, Cg, chunk, iters,
                            n_cblocks, n_chunks, **flags)
     block_k, block_cg = _fin_blocks(Cg, n_chunks)
