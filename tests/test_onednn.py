@@ -80,3 +80,14 @@ def test_training_gradients_copies_and_state_dict():
         torch.testing.assert_close(twin(x), plain(x), rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(fast.double()(x.double()), plain.double()(x.double()))   # other dtypes: torch's own
     assert _reordered(fast[0]) == 0
+
+
+def test_compile_fullgraph_traces_the_torch_forward():
+    """Under torch.compile the layers trace as torch's own (no graph break: fullgraph=True compiles)."""
+    conv, fast_conv = _twins(nn.Conv2d(4, 6, 3, padding=1))
+    lin, fast_lin = _twins(nn.Linear(4, 6))
+    for plain, fast, x in ((conv, fast_conv, torch.randn(2, 4, 5, 5)), (lin, fast_lin, torch.randn(3, 4))):
+        with torch.no_grad():
+            y = torch.compile(fast, fullgraph=True, backend="eager")(x)
+            torch.testing.assert_close(y, plain(x), rtol=1e-5, atol=1e-5)
+        assert _reordered(fast) == 0

@@ -33,9 +33,12 @@ _FEW_ROWS, _WIDE = 64, 4
 
 
 def _usable(x: Tensor, weight: Tensor, bias) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+    # plain_eager first: under torch.compile it is the constant False and nothing after it is traced
+    # (mkldnn.is_available() is a function dynamo skips: a graph break in every layer otherwise)
+    return (plain_eager(x) and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and plain_eager(x) and all(p is None or type(p) in _PLAIN for p in (weight, bias))
+            and all(p is None or type(p) in _PLAIN for p in (weight, bias))
             and not needs_grad(x, weight, bias))
 
 
