@@ -146,13 +146,9 @@ def call(args, dtype: torch.dtype) -> None:
         ctx = (dev.index, torch.cuda.current_stream(dev).cuda_stream)
     n_ptrs, n_ints, workspace = layout(mod, type(args))
     ptrs, sizes = [], []
-    for t in args[:n_ptrs]:  # (one pass; the common contiguous case without nbytes' call)
-        if t is None:
-            ptrs.append(0)
-            sizes.append(0)
-        else:
-            ptrs.append(t.data_ptr())
-            sizes.append(t.numel() * t.element_size() if t.is_contiguous() else nbytes(t))
+    for t in args[:n_ptrs]:
+        ptrs.append(0 if t is None else t.data_ptr())
+        sizes.append(nbytes(t))
     native = (DTYPE_CODES[dtype], ptrs, sizes, args[n_ptrs:n_ints], args[n_ints:])
     if profiler_on():
         # a range `genkernels::<kernel>`: the eager fast path skips the dispatcher, so the profiler

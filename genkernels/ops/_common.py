@@ -148,12 +148,7 @@ def plain_eager(*tensors) -> bool:
     """True when a public op may run its implementation without going through the dispatcher (which
     costs about as much as a cache-resident kernel): plain tensors, and nothing watching (`watched`).
     Same result either way."""
-    if watched():
-        return False
-    for t in tensors:
-        if t is not None and type(t) not in PLAIN_TENSORS:
-            return False
-    return True
+    return not watched() and _scan(tensors)[0]
 
 
 def under_functorch() -> bool:
@@ -165,12 +160,7 @@ def under_functorch() -> bool:
 
 def needs_grad(*tensors) -> bool:
     """True when autograd records a call on these tensors."""
-    if not torch.is_grad_enabled():
-        return False
-    for t in tensors:
-        if t is not None and t.requires_grad:
-            return True
-    return False
+    return torch.is_grad_enabled() and _scan(tensors)[1]
 
 
 class Op:
@@ -241,14 +231,15 @@ _NOT_TENSORS = frozenset((type(None), bool, int, float, str))  # (isinstance(v, 
 
 
 def _scan(inputs) -> tuple:
-    """(no input is a tensor subclass, an input tensor requires grad) for Op.__call__."""
+    """(no input is a tensor subclass, an input tensor requires grad): one pass for Op.__call__,
+    plain_eager and needs_grad."""
     plain, grad = True, False
     for t in inputs:
         kind = type(t)
         if kind in PLAIN_TENSORS:
             grad = grad or t.requires_grad
         elif kind not in _NOT_TENSORS and isinstance(t, torch.Tensor):
-            plain = False
+            plain, grad = False, grad or t.requires_grad
     return plain, grad
 
 
