@@ -32,6 +32,10 @@ def wheel(tmp_path_factory):
         # Its own build: what is tested is the packaging, not the device code, so one architecture will
         # do (scripts/setup.sh compiled every default one already): three device builds fewer in CI.
         env.setdefault("GENKERNELS_CUDA_ARCHS", "90")
+    # setuptools' scratch tree (build/bdist.<platform>) is deleted when a wheel build finishes; a build
+    # killed midway leaves it behind, and the next bdist_wheel then fails on its dist-info ("File exists").
+    for stale in (ROOT / "build").glob("bdist.*"):
+        shutil.rmtree(stale)
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     (whl,) = out.glob("genkernels-*.whl")
