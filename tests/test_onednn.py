@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from genkernels.models.onednn import Conv2d, Linear, use_onednn
+from genkernels.models.onednn import SWAPS, Conv2d, Linear, left_reason, use_onednn
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -17,10 +17,15 @@ CONVS = [dict(in_channels=8, out_channels=16, kernel_size=3, padding=1),
 
 
 def _twins(plain: nn.Module):
+    """plain, and a copy whose every Conv2d / Linear is this file's class (whatever use_onednn would pick)."""
     torch.manual_seed(0)
     for p in plain.parameters():
         nn.init.normal_(p)
-    return plain, use_onednn(copy.deepcopy(plain))
+    fast = copy.deepcopy(plain)
+    for m in fast.modules():
+        if type(m) in SWAPS:
+            m.__class__ = SWAPS[type(m)]
+    return plain, fast
 
 
 def _reordered(m):
@@ -45,8 +50,16 @@ def test_linear_inference_matches(shape, out):
     x = torch.randn(*shape)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-4)
-    # many rows: F.linear, unless the layer is 4x (or more) wider out than in
-    assert _reordered(fast) == (1 if x.numel() // 24 <= 64 or out >= 96 else 0)
+    assert _reordered(fast) == 1
+
+
+def test_use_onednn_swaps_convs_and_only_wide_large_linears():
+    """Linear layers stay torch's unless 4x wider out than in with 2^19+ weights (where oneDNN was faster)."""
+    model = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Linear(256, 2048), nn.Linear(128, 1024), nn.Linear(2048, 256),
+                          nn.Linear(8, 8))
+    use_onednn(model)
+    assert [type(m) for m in model] == [Conv2d, Linear, nn.Linear, nn.Linear, nn.Linear]
+    assert left_reason(model[0]) is None and "slower at this size" in left_reason(model[2])
 
 
 @pytest.mark.parametrize("make", [lambda: nn.Conv2d(4, 6, 3, padding=1), lambda: nn.Linear(4, 6)])

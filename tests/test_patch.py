@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import genkernels
+from genkernels.models import onednn
 from genkernels.patch import MultiheadAttention, PatchReport
 
 diffusers = pytest.importorskip("diffusers")
@@ -58,9 +59,11 @@ def n_of(model, cls):
 
 
 def reordered(*models):
-    """The report counts of a diffusers model's plain convolutions and linear layers (onednn class swaps)."""
-    return {"conv2d": sum(type(m) is nn.Conv2d for x in models for m in x.modules()),
-            "linear": sum(type(m) is nn.Linear for x in models for m in x.modules())}
+    """The report counts of a diffusers model's onednn class swaps: its plain convolutions, and the linear
+    layers where oneDNN is faster (none in these tiny models: the rest are left, "slower at this size")."""
+    counts = {"conv2d": sum(type(m) is nn.Conv2d for x in models for m in x.modules()),
+              "linear": sum(type(m) is nn.Linear and onednn.left_reason(m) is None for x in models for m in x.modules())}
+    return {k: n for k, n in counts.items() if n}
 
 
 def close(a, b, dtype, what):
@@ -99,8 +102,28 @@ def test_unet2d_condition(dtype):
                                **reordered(unet)}
     assert type(unet.down_blocks[0].resnets[0]) is ResnetBlock2D and type(unet.conv_in) is nn.Conv2d
     assert all(type(m.processor) is AttnProcessor2_0 for m in unet.modules() if isinstance(m, Attention))
-    # the transformer blocks' GroupNorm feeds proj_in, not a SiLU: left, with the reason
-    assert {k for _, k, _ in report.left} == {"group_norm"}
+    # the transformer blocks' GroupNorm feeds proj_in, not a SiLU: left, with the reason; linear layers
+    # this small stay on F.linear
+    assert {k for _, k, _ in report.left} == {"group_norm", "linear"}
+    linears = [r for _, k, r in report.left if k == "linear"]
+    assert len(linears) == n_of(unet, nn.Linear) and all(r.startswith("slower at this size") for r in linears)
+
+
+def test_linear_layers_swapped_only_where_onednn_is_faster():
+    from diffusers import ModelMixin
+
+    class Wide(ModelMixin):   # diffusers' model base class: patch swaps the layers inside
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(256, 2048), nn.Linear(2048, 256)   # 4x wider out, 2^19 weights; narrower
+
+        def forward(self, x):
+            return self.down(self.up(x))
+
+    model = Wide().eval()
+    report = check_patch_unpatch(model, lambda m: m(torch.randn(8, 256, generator=torch.Generator().manual_seed(0))))
+    assert report.patched == [("up", "linear")]
+    assert [(p, k) for p, k, _ in report.left] == [("down", "linear")] and "slower at this size" in str(report)
 
 
 def test_unet2d_scale_shift_training_gradients():

@@ -71,27 +71,31 @@ def test_state_dict_and_config_and_scalar_timestep():
                                    ours(x, torch.full((3,), 250), encoder_hidden_states=ctx))
 
 
-def test_cached_context_is_bit_identical_and_keyed_on_the_tensor():
-    from genkernels.models.onednn import Linear
-    from genkernels.models.unet import _ContextProjection
+@pytest.mark.parametrize("onednn_layer", [False, True])
+def test_cached_context_is_bit_identical_and_keyed_on_the_tensor(onednn_layer):
+    from genkernels.models import onednn
+    from genkernels.models.unet import _CONTEXT
     ours = load_diffusers_unet(_diffusers_unet(CONFIGS["cross_attn"], seed=4))
     g = torch.Generator().manual_seed(2)
     x, ctx, other = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 5, 24, generator=g), torch.randn(2, 5, 24, generator=g)
     k = ours.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k
+    if onednn_layer:   # the memo over either class a projection may have (use_onednn swaps wide ones only)
+        k.__class__ = onednn.Linear
+    cls = type(k)
     calls = []
     k.register_forward_hook(lambda m, a, y: calls.append(y))
     with torch.no_grad():
         plain = [ours(x, t, ctx) for t in (10, 500)] + [ours(x, 500, other)]
         n_plain = len(calls)
         with ours.cached_context():
-            assert type(k) is _ContextProjection
+            assert type(k) is _CONTEXT[cls] and isinstance(k, cls)
             cached = [ours(x, t, ctx) for t in (10, 500)] + [ours(x, 500, other)]
             assert calls[n_plain + 1] is calls[n_plain], "the same context tensor: projected once"
             assert calls[n_plain + 2] is not calls[n_plain + 1], "another context: projected again"
             ctx.add_(1.0)   # modified in place: its version changes, so it is projected again
             moved = ours(x, 500, ctx)
             assert calls[-1] is not calls[n_plain]
-        assert type(k) is Linear and "_memo" not in k.__dict__
+        assert type(k) is cls and "_memo" not in k.__dict__
         assert all(torch.equal(a, b) for a, b in zip(plain, cached))
         torch.testing.assert_close(moved, ours(x, 500, ctx), atol=0, rtol=0)
     with ours.cached_context():   # autograd records the calls: never reused

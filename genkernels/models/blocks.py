@@ -317,7 +317,7 @@ class Encoder(nn.Module):
         self.mid_block = UNetMidBlock2D(chans[-1], groups=norm_num_groups, add_attention=mid_block_add_attention)
         self.conv_norm_out = GroupNormSiLU(norm_num_groups, chans[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(chans[-1], 2 * out_channels if double_z else out_channels, 3, padding=1)
-        use_onednn(self)   # inference: convolutions and linear layers on weights reordered once
+        use_onednn(self)   # inference: convolutions and wide linear layers on weights reordered once
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_in(x)

@@ -1,21 +1,28 @@
 """Conv2d and Linear: ``nn.Conv2d`` / ``nn.Linear`` (same parameters, state_dict and results) whose CPU
-inference calls run oneDNN on a weight reordered once; ``use_onednn(model)`` swaps them into a model.
+inference calls run oneDNN on a weight reordered once; ``use_onednn(model)`` swaps them into a model where
+that is faster.
 
 Eager ``F.conv2d`` on the CPU reorders the weight into oneDNN's blocked layout on every call, and
-``F.linear`` packs it for the GEMM on every call; for the UNet's layers at small spatial sizes (latents of
-16x16 and below, down to 2x2 at the lowest level: few rows, large weights) that costs about as much as the
-arithmetic. Here a call that autograd does not record (no_grad / inference, or frozen weights and input),
-on a float32 CPU tensor in plain eager mode (Linear: with at most _FEW_ROWS rows, or _WIDE times more
-outputs than inputs), uses a reordered copy
-of the weight kept with the module (one per input shape; rebuilt when the weight is changed in place or
-replaced). Convolutions compute in channels_last, oneDNN's layout, and return channels_last, so a network
-of them converts its input once. Every other call (training, torch.compile, other dtypes and devices,
-padding modes other than zeros, Linear calls of many rows into a narrower layer) is the torch
-module's own forward.
+``F.linear`` packs it for the GEMM on every call; for the UNet's convolutions at small spatial sizes
+(latents of 16x16 and below, down to 2x2 at the lowest level: few rows, large weights) that costs about as
+much as the arithmetic. Here a call that autograd does not record (no_grad / inference, or frozen weights
+and input), on a float32 CPU tensor in plain eager mode, uses a reordered copy of the weight kept with the
+module (one per input shape; rebuilt when the weight is changed in place or replaced). Convolutions compute
+in channels_last, oneDNN's layout, and return channels_last, so a network of them converts its input once.
+Every other call (training, torch.compile, other dtypes and devices, padding modes other than zeros) is the
+torch module's own forward.
+
+Which layers are swapped (``left_reason``): every plain Conv2d, and only the Linear layers at least _WIDE
+times wider out than in with at least _MIN_WEIGHT weights (the UNet's GEGLU projections). For the other
+Linear shapes of the UNet step F.linear was as fast or faster, few rows included: a oneDNN linear call
+costs more than MKL's GEMM call (2 x 256 -> 256: 47 vs 22 us for the bare op), and packing a weight of up
+to a few MB per call costs less than that
+(bench/results/models/diffusion/onednn_linear_rule.py: per step, cold weights, this rule / the rule before
+it / all F.linear: 170 / 200 / 171 ms at 1/5 width, 413 / 430 / 449 ms at half width).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,11 +32,11 @@ from ..ops._common import needs_grad, plain_eager
 Tensor = torch.Tensor
 _PLAIN = (torch.Tensor, nn.Parameter)   # not tensor subclasses (DTensor, fakes, ...)
 _MAX_SHAPES = 4   # reordered weights kept per module (input shapes seen), oldest dropped first
-# Linear: oneDNN for at most this many rows, where packing the weight dominates a call, and for layers at
-# least this many times wider out than in (the UNet's GEGLU projections: 128 x 320 -> 2560 4.6 vs 6.2 ms,
-# 512 x 160 -> 1280 4.3 vs 5.3 ms); F.linear (MKL's GEMM) was as fast or faster for the other shapes with
-# more rows (bench/results/models/diffusion/linear_shapes.py)
-_FEW_ROWS, _WIDE = 64, 4
+# Linear layers swapped: out >= _WIDE x in and in x out >= _MIN_WEIGHT (per shape, thread CPU time, 1 thread,
+# F.linear / oneDNN, hot and cold weights: 32 x 256 -> 2048 1.01-1.14x, 128 x 320 -> 2560 1.12-1.32x,
+# 32 x 640 -> 5120 1.56-1.73x; below the weight bound 128 x 128 -> 1024 0.85-1.01x, 512 x 160 -> 1280
+# 0.89-0.99x; not wide 2 x 640 -> 640 0.65-0.79x, 32 x 640 -> 640 0.69-0.91x, 8 x 2560 -> 640 1.00-1.04x)
+_WIDE, _MIN_WEIGHT = 4, 2 ** 19
 
 
 def _usable(x: Tensor, weight: Tensor, bias) -> bool:
@@ -89,8 +96,7 @@ class Linear(_Reordered, nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] > 0 else 0
-        if not (_usable(x, self.weight, self.bias) and 0 < n
-                and (n <= _FEW_ROWS or self.out_features >= _WIDE * self.in_features)):
+        if not (n > 0 and _usable(x, self.weight, self.bias)):
             return super().forward(x)
         rows = x.reshape(n, x.shape[-1])
         w = self._reordered((n,), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, n))
@@ -102,11 +108,21 @@ class Linear(_Reordered, nn.Linear):
 SWAPS = {nn.Conv2d: Conv2d, nn.Linear: Linear}   # plain torch class -> its oneDNN subclass
 
 
+def left_reason(m: nn.Module) -> Optional[str]:
+    """Why the plain ``nn.Conv2d`` / ``nn.Linear`` `m` keeps torch's forward (None: it is swapped)."""
+    if type(m) is nn.Linear and not (m.out_features >= _WIDE * m.in_features
+                                     and m.in_features * m.out_features >= _MIN_WEIGHT):
+        return (f"slower at this size: F.linear is as fast as oneDNN unless out >= {_WIDE} x in "
+                f"and in x out >= {_MIN_WEIGHT} (genkernels.models.onednn)")
+    return None
+
+
 def use_onednn(module: nn.Module) -> nn.Module:
-    """Every plain ``nn.Conv2d`` / ``nn.Linear`` in `module` becomes this file's subclass, in place (a class
-    swap: parameters, state_dict keys, hooks and training untouched). Returns `module`."""
+    """Every plain ``nn.Conv2d`` / ``nn.Linear`` in `module` that gains from it (``left_reason``) becomes this
+    file's subclass, in place (a class swap: parameters, state_dict keys, hooks and training untouched).
+    Returns `module`."""
     for m in module.modules():
-        if type(m) in SWAPS:
+        if type(m) in SWAPS and left_reason(m) is None:
             m.__class__ = SWAPS[type(m)]
     return module
 
@@ -117,4 +133,4 @@ def restore(m: nn.Module, cls: type) -> None:
     m.__class__ = cls
 
 
-__all__ = ["Conv2d", "Linear", "SWAPS", "use_onednn", "restore"]
+__all__ = ["Conv2d", "Linear", "SWAPS", "left_reason", "use_onednn", "restore"]

@@ -317,12 +317,12 @@ class UNetMidBlock2DCrossAttn(nn.Module):
 
 
 # ------------------------------------------------------------------------------- the UNet
-class _ContextProjection(Linear):
+class _ContextMemo:
     """A cross-attention key / value projection inside ``UNet.cached_context``: a call on the very tensor
     of the previous call (the same object, held here so that its memory is not reused, with the same
     version counter, so not modified in place since) and on the same weight returns the previous output
     (the same computation on the same values: bit-identical). Calls that autograd records, or a compiler
-    traces, compute."""
+    traces, compute. Mixed in before the layer's own class (``_CONTEXT``), whose forward computes."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not plain_eager(x):
@@ -336,6 +336,17 @@ class _ContextProjection(Linear):
         if not needs_grad(x, *params):
             self.__dict__["_memo"] = (x, params, versions, y)
         return y
+
+
+class _ContextProjection(_ContextMemo, nn.Linear):
+    pass
+
+
+class _ContextProjectionOneDNN(_ContextMemo, Linear):
+    pass
+
+
+_CONTEXT = {nn.Linear: _ContextProjection, Linear: _ContextProjectionOneDNN}   # layer class -> its memo class
 
 
 class UNet(nn.Module):
@@ -388,7 +399,7 @@ class UNet(nn.Module):
                                       heads=rheads[i] if attn else None, transformer_layers=rtl[i]))
         self.conv_norm_out = GroupNormSiLU(cfg.norm_num_groups, chs[0], eps=cfg.norm_eps)   # + conv_act fused
         self.conv_out = nn.Conv2d(chs[0], cfg.out_channels, 3, padding=1)
-        use_onednn(self)   # inference: convolutions and linear layers on weights reordered once
+        use_onednn(self)   # inference: convolutions and wide linear layers on weights reordered once
 
     @contextlib.contextmanager
     def cached_context(self):
@@ -397,9 +408,9 @@ class UNet(nn.Module):
         same text embeddings at every step). Outputs are bit-identical to uncached calls. Inference only
         (calls that autograd records always compute); for one whole sampling call, not for single steps."""
         attn2 = [m.attn2 for m in self.modules() if isinstance(m, BasicTransformerBlock) and m.attn2 is not None]
-        swapped = [(p, type(p)) for a in attn2 for p in (a.to_k, a.to_v) if type(p) is Linear]
-        for p, _ in swapped:
-            p.__class__ = _ContextProjection
+        swapped = [(p, type(p)) for a in attn2 for p in (a.to_k, a.to_v) if type(p) in _CONTEXT]
+        for p, cls in swapped:
+            p.__class__ = _CONTEXT[cls]
         try:
             yield self
         finally:

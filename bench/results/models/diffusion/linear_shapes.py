@@ -66,7 +66,7 @@ def main():
         for k, v in med.items():
             total[k] += count * v
         total["best of the three"] += count * min(med.values())
-        total["committed rule (oneDNN for <= 64 rows)"] += count * (med["oneDNN"] if M <= 64 else med["F.linear"])
+        total["oneDNN for <= 64 rows (the rule until onednn_linear_rule.py)"] += count * (med["oneDNN"] if M <= 64 else med["F.linear"])
         flop = 2 * M * K * N
         print(f"{count:3d} x {M:4d} x {K:5d} x {N:5d}: " + "  ".join(
             f"{k} {v * 1e3:6.3f} ({flop / v / 1e9:4.1f})" for k, v in med.items()))
