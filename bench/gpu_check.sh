@@ -12,7 +12,12 @@
 # Writes $OUT/gpu_check.log (everything), $OUT/bench_cuda*.json/.png, $OUT/pytest_gpu.xml. Every step has
 # its own time limit and the whole script stops before GPU_CHECK_BUDGET seconds (default 450); a failing
 # step is reported and later steps still run, except without a GPU: the first GPU step fails and the
-# script stops there (a dry run: GPU_CHECK_BUILD=always builds and runs `info` first).
+# script stops there (a dry run: GPU_CHECK_BUILD=always builds and runs `info` first; run it in a clone,
+# as the build replaces the tree's native modules).
+# genkernels is always this tree's (cwd and PYTHONPATH; genkernels._native loads native modules only from
+# the package's own directory). The build first removes the tree's _C and _C_cuda, so that a failed (or
+# timed-out) build leaves none: then `info` shows them not loaded, the CUDA-backend checks are skipped
+# (one line says so), the Triton checks still run, and the summary starts with the failed build.
 # Exit status: 0 all steps passed, 1 a step failed (or no GPU reached the GPU steps).
 #
 # Environment: PYTHON (default: the first of python, python3 that imports torch),
@@ -36,6 +41,8 @@ BUDGET=${GPU_CHECK_BUDGET:-450}
 DEADLINE=$((START + BUDGET))
 ARCHS=${GPU_CHECK_ARCHS:-90}
 PASSED=() FAILED=() SKIPPED=()
+STEP_RC=        # the exit status of the last step run ("" when it was skipped)
+BUILD_FAILED=   # the build step's failure, for the summary
 
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
@@ -54,6 +61,7 @@ export MPLBACKEND=Agg
 step() {
   local name=$1 limit=$2; shift 2
   local left=$((DEADLINE - $(date +%s) - 5))
+  STEP_RC=
   if [ "$left" -lt 15 ]; then
     echo "=== [$name] SKIPPED: out of time (${left}s left of ${BUDGET}s)"
     SKIPPED+=("$name (out of time)"); return 0
@@ -61,14 +69,15 @@ step() {
   [ "$limit" -gt "$left" ] && limit=$left
   echo
   echo "=== [$name] limit ${limit}s, $(date +%T): $*"
-  local t0 rc
+  local t0 rc TIMEFORMAT="=== [$name] cpu %0U s user + %0S s sys"   # what `time` prints (children included)
   t0=$(date +%s)
-  if declare -F "$1" >/dev/null; then   # a function of this script: run it in a child bash
-    timeout --signal=TERM --kill-after=15 "$limit" bash -c "$(declare -f "$1"); $(printf '%q ' "$@")"
+  if declare -F "$1" >/dev/null; then   # a function of this script: run it in a child bash (with the others)
+    time timeout --signal=TERM --kill-after=15 "$limit" bash -c "$(declare -f); $(printf '%q ' "$@")"
   else
-    timeout --signal=TERM --kill-after=15 "$limit" "$@"
+    time timeout --signal=TERM --kill-after=15 "$limit" "$@"
   fi
   rc=$?
+  STEP_RC=$rc
   local dt=$(( $(date +%s) - t0 ))
   if [ "$rc" -eq 0 ]; then
     echo "=== [$name] OK (${dt}s)"; PASSED+=("$name (${dt}s)")
@@ -80,6 +89,9 @@ step() {
 }
 
 skip() { echo; echo "=== [$1] SKIPPED: $2"; SKIPPED+=("$1 ($2)"); }
+
+# The cores this process may use (nproc alone answers OMP_NUM_THREADS, which a caller may have set to 1).
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
 
 versions() {
   echo "--- nvidia-smi"
@@ -108,13 +120,16 @@ EOF
     if command -v "$t" >/dev/null; then echo "$t: $("$t" --version 2>&1 | grep -iE 'release|version|^[0-9]' | head -1)"
     else echo "$t: not found on PATH"; fi
   done
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(cores) cores"
   return 0
 }
 
 build() {
+  # No module of an earlier build may pass for this one's (rm: a module already loaded somewhere stays
+  # mapped there).
+  rm -fv "$REPO"/genkernels/_C.*.so "$REPO"/genkernels/_C_cuda.*.so
   # setup.py drives CMake+ninja; build_ext --inplace needs no network (pip's build isolation would).
-  GENKERNELS_CUDA=1 GENKERNELS_CUDA_EMU=0 GENKERNELS_CUDA_ARCHS="$ARCHS" GENKERNELS_JOBS="$(nproc)" \
+  GENKERNELS_CUDA=1 GENKERNELS_CUDA_EMU=0 GENKERNELS_CUDA_ARCHS="$ARCHS" GENKERNELS_JOBS="$(cores)" \
     GENKERNELS_BUILD_DIR="$REPO/build/gpu-check-sm$ARCHS" \
     "$PY" setup.py -q build_ext --inplace || return 1
   ls -l "$REPO"/genkernels/_C*.so
@@ -136,7 +151,7 @@ sanitize() {
   cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [ -z "$cs" ]; then echo "compute-sanitizer: not found"; return 1; fi
   # One cudaMalloc per tensor, so an out-of-bounds access cannot land inside a pooled block.
-  GK_BACKENDS=${2:-cuda,triton} PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$1" --error-exitcode 3 \
+  GK_BACKENDS=${2:-$GK_BACKENDS} PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$1" --error-exitcode 3 \
     --print-limit 20 "$PY" "$GPU_CALLS"
 }
 
@@ -181,6 +196,7 @@ stop_without_gpu() {
 finish() {
   echo
   echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
+  [ -n "$BUILD_FAILED" ] && echo "  BUILD FAILED: $BUILD_FAILED"
   for s in "${PASSED[@]+"${PASSED[@]}"}"; do echo "  passed   $s"; done
   for s in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  skipped  $s"; done
   for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "  FAILED   $s"; done
@@ -201,11 +217,21 @@ if [ "$HAVE_GPU" != 1 ]; then
   echo; echo "!!! no GPU: torch.cuda.is_available() is not True; the CUDA steps are skipped"
 fi
 
+GPU_BACKENDS=cuda,triton   # the backends the GPU checks call
 if [ "$HAVE_GPU" = 1 ] || [ "${GPU_CHECK_BUILD:-}" = always ]; then
   step "build sm_$ARCHS" "${GPU_CHECK_BUILD_LIMIT:-180}" build
+  if [ "$STEP_RC" != 0 ]; then
+    BUILD_FAILED=${FAILED[-1]:-build sm_$ARCHS: not run}
+    [ -z "$STEP_RC" ] && BUILD_FAILED="build sm_$ARCHS: not run (out of time)"
+    BUILD_FAILED+="; this tree has no genkernels._C / _C_cuda: backends cuda and cpu untested, the Triton checks ran without them"
+    GPU_BACKENDS=triton
+    echo; echo "!!! build sm_$ARCHS failed: CUDA-backend checks SKIPPED (calls, compute-sanitizer racecheck/synccheck/initcheck, graph capture and tests on backend cuda); the Triton checks run on genkernels from $REPO"
+    SKIPPED+=("CUDA-backend checks (build sm_$ARCHS failed)")
+  fi
 else
   skip "build sm_$ARCHS" "no GPU (GPU_CHECK_BUILD=always builds anyway)"
 fi
+export GK_BACKENDS=$GPU_BACKENDS   # bench/gpu_calls.py's backends
 
 step info 60 "$PY" -m genkernels.cli info
 
@@ -216,9 +242,11 @@ stop_without_gpu "one call per op"
 step "gpu tests" 110 "$PY" -m pytest tests -q -m "not slow" --maxfail=20 -rfE -p no:cacheprovider \
   --ignore=tests/test_benchmark.py --junitxml="$OUT/pytest_gpu.xml"
 step "compute-sanitizer memcheck" 60 sanitize memcheck
-for tool in racecheck synccheck initcheck; do   # the CUDA kernels' shared memory, barriers, reads
-  step "compute-sanitizer $tool" 40 sanitize "$tool" cuda
-done
+if [ -z "$BUILD_FAILED" ]; then
+  for tool in racecheck synccheck initcheck; do   # the CUDA kernels' shared memory, barriers, reads
+    step "compute-sanitizer $tool" 40 sanitize "$tool" cuda
+  done
+fi
 step "cuda graph capture" 40 env GK_GRAPH=1 "$PY" "$GPU_CALLS"
 # The headline case of every op first (each case compiles its torch.compile impl: seconds each), then as
 # many of the SD/StyleGAN shapes in fp16/bf16 as the time left allows (the bench writes its JSON after

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import importlib.machinery
+import os
 import warnings
 from typing import Optional
 
@@ -63,13 +65,25 @@ def cuda_versions() -> dict:
     return {"runtime": _cuda_runtime.get("_C_cuda"), "driver": driver_version()}
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _import(name: str):
+    """genkernels.<name>, only from this package's own directory: an editable install of another
+    checkout would otherwise supply a module this tree lacks (its finder answers after the path's),
+    built from other sources than the Python beside it."""
+    if importlib.machinery.PathFinder.find_spec(f"genkernels.{name}", [_PACKAGE_DIR]) is None:
+        raise ModuleNotFoundError(f"genkernels.{name} is not in {_PACKAGE_DIR} (not built there)")
+    return importlib.import_module(f"genkernels.{name}")
+
+
 def load(name: str):
     """Returns the native module `name` ("_C" or "_C_cuda") or None; the import error is kept. A
     `_C_cuda` whose CUDA runtime the installed driver cannot run is refused once, with one warning:
     every call would fail, while the triton backend (or the reference) works with torch's runtime."""
     if name not in _modules:
         try:
-            mod = importlib.import_module(f"genkernels.{name}")
+            mod = _import(name)
         except ImportError as e:  # not built (no compiler/nvcc at install time) or broken
             mod = None
             _errors[name] = f"{type(e).__name__}: {e}"

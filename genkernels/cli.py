@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 
 def _print_info(args) -> int:
+    from . import _native
     from .sysinfo import system_info
 
     info = system_info()
@@ -40,6 +41,10 @@ def _print_info(args) -> int:
     driver = info["cuda_driver"]
     driver = "none found (no libcuda)" if driver == "none" else f"{driver} (the CUDA version the installed driver supports)"
     print(f"cuda         runtime {info['cuda_runtime']} (linked into genkernels._C_cuda), driver {driver}")
+    for name in ("_C", "_C_cuda"):  # which files: a tree whose build failed shows what it lacks
+        mod = _native.load(name)
+        where = mod.__file__ if mod is not None else f"not loaded: {_native.load_error(name)}"
+        print(f"{'modules' if name == '_C' else '':12} genkernels.{name}: {where}")
     if info["cuda_available"]:
         print(f"gpu          {info['gpu']} ({info['gpu_capability']}, {info['gpu_memory_gib']} GiB)")
     else:
