@@ -157,3 +157,20 @@ def test_gpu_backends_outlier_backward(gpu_backend, cl):
     for name, a, b in zip(["dx", "dw"], got, want):
         # dw: sums over the map's positions
         assert_close(a, b, torch.float32, scale=1.0 if name == "dx" else 10.0, what=f"{gpu_backend} {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape,G", [((2, 640, 2, 2), 32), ((1, 640, 3, 3), 2), ((2, 96, 7, 9), 4), ((1, 40, 8, 8), 5)])
+def test_outlier_small_maps_with_film(backend, cl, shape, G):
+    """UNet low-resolution levels: channels-first rows shorter than the kernels' row loops (applied in
+    runs of several channels, one run or several per group, the last one partial) and channels-last."""
+    g = torch.Generator().manual_seed(shape[1] + G)
+    x = torch.randn(shape, generator=g) + 30
+    x[:, ::5, 0, 0] = 2e3
+    N, C = shape[:2]
+    kw = dict(weight=torch.randn(C, generator=g), bias=torch.randn(C, generator=g),
+              scale=torch.randn(N, C, generator=g), shift=torch.randn(N, C, generator=g))
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    check(backend, x, G, atol=2e-4, **kw)

@@ -5,6 +5,7 @@
 // threads competing with torch's spinning workers for the cores. The caller passes torch's thread
 // count (torch.get_num_threads()); a call made inside a parallel region runs inline.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 
@@ -13,5 +14,15 @@ namespace gk {
 // Calls fn(task) for every task in [0, n_tasks) on at most `threads` threads (the caller included).
 // Tasks are handed out dynamically, so a core stolen by another process does not stall the call.
 void parallel_for(std::int64_t n_tasks, int threads, const std::function<void(std::int64_t)>& fn);
+
+// Elements of a memory-bound loop per thread below which waking another thread costs more than it
+// saves (torch's at::internal::GRAIN_SIZE).
+constexpr std::int64_t kMinElemsPerThread = 32768;
+
+// The threads worth using for `elems` elements: at most `threads`, at least 1.
+inline int threads_for(std::int64_t elems, int threads) {
+  const std::int64_t useful = elems / kMinElemsPerThread;
+  return useful < threads ? static_cast<int>(std::max<std::int64_t>(1, useful)) : threads;
+}
 
 }  // namespace gk

@@ -1,11 +1,12 @@
 // CPU group/instance normalisation (+ optional FiLM and SiLU), forward and backward.
 // Semantics and argument order: csrc/common/norm_args.h.
 //
-// Statistics are exact for large means: each channel row is summed around its own first element
-// (shifted sums), and channels are merged into their group with Chan's formula, in the
-// accumulation type.
-// Channels-first: a task is a run of consecutive (n, group)s; a group's second pass (forward: apply;
-// backward: dx) finds it in L2, and while computing on one group the task prefetches the next. The
+// Statistics are exact for large means and outliers: blocks of data are summed around their own mean
+// (shifted sums, in the accumulation type) and merged with Chan's formula in double.
+// Channels-first: a task is a run of consecutive (n, group)s; a group, contiguous in memory, gets its
+// statistics as one span; its second pass (forward: apply; backward: dx) finds it in L2, and while
+// computing on one group the task prefetches the next. Channels of fewer than kShortRow elements are
+// applied in runs of several channels with per-element coefficients, not one short loop each. The
 // backward keeps dz (SiLU) in an L2-resident scratch rather than computing exp twice, and writes a
 // large dx with non-temporal stores. Channels-last: (n, row-chunk) tasks vectorised across
 // channels, two passes over memory.
@@ -26,33 +27,43 @@ namespace gk {
 namespace GK_ISA {
 namespace {
 
-// Combines per-channel shifted sums (shift K, s1 = sum(x-K), s2 = sum((x-K)^2), cnt elements each)
-// of the Cg channels of one group into the group's mean and 1/sqrt(var + eps).
-template <class A>
-void group_stats(const A* K, const A* s1, const A* s2, std::int64_t Cg, std::int64_t cnt, double eps,
-                 A* mean_out, A* rstd_out) {
-  // Channel means are recomputed in the second loop rather than stored: no allocation per group
-  // (instance norm has thousands of one-channel groups).
-  double mean_sum = 0, m2 = 0;
-  for (std::int64_t c = 0; c < Cg; ++c) {
-    double d = double(s1[c]) / double(cnt);
-    mean_sum += double(K[c]) + d;
-    m2 += std::max(0.0, double(s2[c]) - double(s1[c]) * d);
-  }
-  double mean = mean_sum / double(Cg);
-  for (std::int64_t c = 0; c < Cg; ++c) {
-    double dm = double(K[c]) + double(s1[c]) / double(cnt) - mean;
-    m2 += double(cnt) * dm * dm;
-  }
-  double var = m2 / double(cnt * Cg);
-  *mean_out = A(mean);
-  *rstd_out = A(1.0 / std::sqrt(var + eps));
+// Chan's merge of a block's (mean mb, M2 m2b) into running (mean, m2): wb = nb / (n + nb) and
+// wx = n * nb / (n + nb) for a block of nb elements after n (shared by every channel of a row block).
+static inline void chan_merge(double& mean, double& m2, double mb, double m2b, double wb, double wx) {
+  const double delta = mb - mean;
+  mean += delta * wb;
+  m2 += m2b + delta * delta * wx;
 }
 
-// Instance norm (one channel per group): the statistics of n channels from their shifted sums in one
-// loop the compiler vectorises, in the accumulation type (the sums are shifted by the channel's first
-// element, so nothing large cancels). group_stats' chain of double divides and a square root per
-// channel costs more than a small map's channel.
+// The mean and 1/sqrt(var + eps) of G groups of Cg channels each, from the channels' mean and M2
+// over cnt elements each (in double). One-channel groups (instance norm: thousands of them) take a
+// loop the compiler vectorises.
+template <class A>
+void groups_from_channels(const double* mean_c, const double* m2_c, std::int64_t G, std::int64_t Cg,
+                          std::int64_t cnt, double eps, A* __restrict mean_out, A* __restrict rstd_out) {
+  const double inv = 1.0 / double(cnt * Cg);
+  if (Cg == 1) {
+#pragma omp simd
+    for (std::int64_t g = 0; g < G; ++g) {
+      mean_out[g] = A(mean_c[g]);
+      rstd_out[g] = A(1.0 / std::sqrt(m2_c[g] * inv + eps));
+    }
+    return;
+  }
+  for (std::int64_t g = 0; g < G; ++g) {
+    const double *mc = mean_c + g * Cg, *qc = m2_c + g * Cg;
+    double sum = 0, m2 = 0;
+    for (std::int64_t c = 0; c < Cg; ++c) sum += mc[c];
+    const double mean = sum / double(Cg);
+    for (std::int64_t c = 0; c < Cg; ++c) m2 += qc[c] + double(cnt) * (mc[c] - mean) * (mc[c] - mean);
+    mean_out[g] = A(mean);
+    rstd_out[g] = A(1.0 / std::sqrt(m2 * inv + eps));
+  }
+}
+
+// Instance norm (one channel per group) on small maps: the statistics of n channels from their shifted
+// sums in one loop the compiler vectorises, in the accumulation type (the sums are shifted by the
+// channel's mean, so nothing large cancels).
 template <class A>
 void instance_stats(const A* K, const A* s1, const A* s2, std::int64_t n, std::int64_t cnt, double eps,
                     A* __restrict mean, A* __restrict rstd) {
@@ -135,13 +146,12 @@ struct Welford {
     add(nb, mb, m2b);
   }
   void add(double nb, double mb, double m2b) {
-    const double tot = n + nb, delta = mb - mean;
-    mean += delta * (nb / tot);
-    m2 += m2b + delta * delta * (n * nb / tot);
+    const double tot = n + nb;
+    chan_merge(mean, m2, mb, m2b, nb / tot, n * nb / tot);
     n = tot;
   }
-  // As shifted sums (K, s1, s2) around K = the mean rounded to A: the form group_stats and
-  // instance_stats take (sum (x-K)^2 = M2 + n (mean-K)^2).
+  // As shifted sums (K, s1, s2) around K = the mean rounded to A: the form instance_stats takes
+  // (sum (x-K)^2 = M2 + n (mean-K)^2).
   template <class A> void shifted(A* K, A* s1, A* s2) const {
     *K = A(mean);
     const double r = mean - double(*K);
@@ -150,12 +160,13 @@ struct Welford {
   }
 };
 
-// Statistics of one contiguous row of n elements as shifted sums (K, s1, s2) around its mean.
+// Statistics of n contiguous elements (a row, or a channels-first group).
 // Blocks of kBlock elements (L1-resident) are read twice: their sum gives the block's mean k, then
 // the sums of (x - k) and (x - k)^2 in the accumulation type; blocks merge in double (Welford).
 // Memory-bound: the vector loops keep two accumulators per sum so that the add latency does not limit them.
-template <class T, class A>
-void row_sums(const T* x, std::int64_t n, A* K_out, A* s1_out, A* s2_out) {
+template <class T>
+Welford span_stats(const T* x, std::int64_t n) {
+  using A = acc_t<T>;
   Welford w;
   for (std::int64_t i0 = 0; i0 < n; i0 += kBlock) {
     const std::int64_t i1 = std::min(n, i0 + kBlock);
@@ -202,7 +213,13 @@ void row_sums(const T* x, std::int64_t n, A* K_out, A* s1_out, A* s2_out) {
     }
     w.add_shifted(double(i1 - i0), double(k), double(b1), double(b2));
   }
-  w.shifted(K_out, s1_out, s2_out);
+  return w;
+}
+
+// A row's statistics as shifted sums (K, s1, s2) around its mean.
+template <class T, class A>
+void row_sums(const T* x, std::int64_t n, A* K_out, A* s1_out, A* s2_out) {
+  span_stats(x, n).shifted(K_out, s1_out, s2_out);
 }
 
 // Stores of the 16-lane loops: non-temporal (NT, p aligned to 16 elements) or ordinary.
@@ -265,6 +282,24 @@ void apply_row(const T* __restrict x, T* __restrict y, std::int64_t pf, std::int
       [&](auto i) {
         if (PREFETCH) prefetch_l2(x + pf + i);
         store_v16(y + i, act<SILU>((load_v16(x + i) - m) * a + bb));
+      });
+}
+
+// y = act((x - m) * a + bb) with per-element m, a, bb: a channels-last row (C channels), or a run of
+// short channels-first rows with their coefficients repeated per element.
+template <bool SILU, class T, class A>
+void apply_coeffs_scalar(const T* __restrict xr, T* __restrict yr, const A* __restrict mn, const A* __restrict an,
+                         const A* __restrict bn, std::int64_t j0, std::int64_t j1) {
+#pragma omp simd
+  for (std::int64_t j = j0; j < j1; ++j) yr[j] = from_acc<T>(act<SILU>((to_acc(xr[j]) - mn[j]) * an[j] + bn[j]));
+}
+
+template <bool SILU, class T, class A>
+void apply_coeffs_row(const T* __restrict xr, T* __restrict yr, const A* __restrict mn, const A* __restrict an,
+                      const A* __restrict bn, std::int64_t n) {
+  lanes<false>(yr, n, [&](std::int64_t j0, std::int64_t j1) { apply_coeffs_scalar<SILU>(xr, yr, mn, an, bn, j0, j1); },
+      [&](auto c) {
+        store_v16(yr + c, act<SILU>((load_v16(xr + c) - load_v16(mn + c)) * load_v16(an + c) + load_v16(bn + c)));
       });
 }
 
@@ -364,32 +399,49 @@ struct FwdView {
   }
 };
 
+// Channels-first rows shorter than this are applied in runs of whole channels (up to kBlock elements)
+// with per-element coefficients: a loop per row would cost more in setup than its elements.
+constexpr std::int64_t kShortRow = 64;
+
 template <bool SILU, class T>
 void fwd_cf(const NormFwdArgs& p, int threads) {
   using A = acc_t<T>;
   const NormShape& s = p.s;
   const FwdView<T> v(p);
-  const T* x = v.x;
   A *mean = v.mean, *rstd = v.rstd;
   const std::int64_t Cg = s.C / s.G, HW = s.HW;
   const std::int64_t NG = s.N * s.G, group = Cg * HW;
   const std::int64_t ahead = prefetch_ahead(group, 2 * sizeof(T), sizeof(T));  // x, y; the next x
   const std::int64_t gpt = groups_per_task(group);
-  parallel_for((NG + gpt - 1) / gpt, threads, [&](std::int64_t t) {
+  const std::int64_t run = kBlock / std::max<std::int64_t>(HW, 1);  // short rows per run
+  parallel_for((NG + gpt - 1) / gpt, threads_for(NG * group, threads), [&](std::int64_t t) {
     const std::int64_t ng1 = std::min(NG, (t + 1) * gpt);
-    std::vector<A> K(Cg), s1(Cg), s2(Cg);
+    alignas(64) A me[kBlock], ae[kBlock], be[kBlock];  // a run's coefficients (short rows)
     for (std::int64_t ng = t * gpt; ng < ng1; ++ng) {
-      const std::int64_t n = ng / s.G, g = ng % s.G;
-      const std::int64_t pf = ng + 1 < ng1 ? ahead : 0;  // the task's next group, just after this one
-      for (std::int64_t c = 0; c < Cg; ++c) {
-        row_sums(x + (n * s.C + g * Cg + c) * HW, HW, &K[c], &s1[c], &s2[c]);
+      const std::int64_t n = ng / s.G, c0 = (ng % s.G) * Cg;
+      const T* xg = v.x + ng * group;
+      T* yg = v.y + ng * group;
+      const Welford w = span_stats(xg, group);
+      groups_from_channels(&w.mean, &w.m2, 1, 1, group, p.eps, &mean[ng], &rstd[ng]);
+      const A m = mean[ng];
+      A a, bb;
+      if (HW >= kShortRow) {
+        const std::int64_t pf = ng + 1 < ng1 ? ahead : 0;  // the task's next group, just after this one
+        for (std::int64_t c = 0; c < Cg; ++c) {
+          v.affine(n * s.C + c0 + c, c0 + c, rstd[ng], a, bb);
+          apply_row<SILU>(xg + c * HW, yg + c * HW, pf, HW, m, a, bb);
+        }
+        continue;
       }
-      group_stats(K.data(), s1.data(), s2.data(), Cg, HW, p.eps, &mean[ng], &rstd[ng]);
-      for (std::int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-        const std::int64_t nc = n * s.C + c;
-        A a, bb;
-        v.affine(nc, c, rstd[ng], a, bb);
-        apply_row<SILU>(x + nc * HW, v.y + nc * HW, pf, HW, mean[ng], a, bb);
+      std::fill(me, me + std::min(group, kBlock), m);
+      for (std::int64_t c = 0; c < Cg; c += run) {
+        const std::int64_t ce = std::min(Cg, c + run);
+        for (std::int64_t k = c; k < ce; ++k) {
+          v.affine(n * s.C + c0 + k, c0 + k, rstd[ng], a, bb);
+          std::fill(ae + (k - c) * HW, ae + (k - c + 1) * HW, a);
+          std::fill(be + (k - c) * HW, be + (k - c + 1) * HW, bb);
+        }
+        apply_coeffs_row<SILU>(xg + c * HW, yg + c * HW, me, ae, be, (ce - c) * HW);
       }
     }
   });
@@ -459,7 +511,7 @@ void fwd_small_rows(const NormFwdArgs& p, int threads) {
   const std::int64_t HW = s.HW, rows = s.N * s.C;
   const std::int64_t batches = (rows + kRowBatch - 1) / kRowBatch;
   const std::int64_t per_task = std::max<std::int64_t>(1, groups_per_task(HW) / kRowBatch);
-  parallel_for((batches + per_task - 1) / per_task, threads, [&](std::int64_t t) {
+  parallel_for((batches + per_task - 1) / per_task, threads_for(rows * HW, threads), [&](std::int64_t t) {
     for (std::int64_t bt = t * per_task; bt < std::min(batches, (t + 1) * per_task); ++bt) {
       const std::int64_t r0 = bt * kRowBatch, nr = std::min(kRowBatch, rows - r0);
       alignas(64) A K[kRowBatch], s1[kRowBatch], s2[kRowBatch];
@@ -499,7 +551,7 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
   // in L2: x, dy, dz (and dx when cached); the next x, dy
   const std::int64_t ahead = prefetch_ahead(group, 2 * sizeof(T) + sizeof(A) + (NT ? 0 : sizeof(T)), 2 * sizeof(T));
   const std::int64_t gpt = groups_per_task(group);
-  parallel_for((NG + gpt - 1) / gpt, threads, [&](std::int64_t t) {
+  parallel_for((NG + gpt - 1) / gpt, threads_for(NG * group, threads), [&](std::int64_t t) {
     const std::int64_t ng1 = std::min(NG, (t + 1) * gpt);
     // With SiLU, dz of the whole group is kept (L2-resident) for the second pass instead of
     // recomputing exp; the buffer is reused across calls (a fresh large allocation per task costs
@@ -608,30 +660,12 @@ void cl_stats(const T* x, std::int64_t C, std::int64_t r0, std::int64_t r1, doub
     for (std::int64_t r = rb; r < re; ++r) cl_sums_row(x + r * C, k.data(), b1.data(), b2.data(), C);
     const double nb = double(re - rb), tot = cnt + nb, wb = nb / tot, wx = cnt * nb / tot;
 #pragma omp simd
-    for (std::int64_t c = 0; c < C; ++c) {  // Chan's merge of the block into the running statistics
-      const double d = double(b1[c]) / nb, mb = double(k[c]) + d;
-      const double m2b = std::max(0.0, double(b2[c]) - double(b1[c]) * d), delta = mb - mean[c];
-      mean[c] += delta * wb;
-      m2[c] += m2b + delta * delta * wx;
+    for (std::int64_t c = 0; c < C; ++c) {  // the block's own (mean, M2), merged into the running ones
+      const double d = double(b1[c]) / nb;
+      chan_merge(mean[c], m2[c], double(k[c]) + d, std::max(0.0, double(b2[c]) - double(b1[c]) * d), wb, wx);
     }
     cnt = tot;
   }
-}
-
-template <bool SILU, class T, class A>
-void cl_apply_scalar(const T* __restrict xr, T* __restrict yr, const A* __restrict mn, const A* __restrict an,
-                     const A* __restrict bn, std::int64_t j0, std::int64_t j1) {
-#pragma omp simd
-  for (std::int64_t j = j0; j < j1; ++j) yr[j] = from_acc<T>(act<SILU>((to_acc(xr[j]) - mn[j]) * an[j] + bn[j]));
-}
-
-template <bool SILU, class T, class A>
-void cl_apply_row(const T* __restrict xr, T* __restrict yr, const A* __restrict mn, const A* __restrict an,
-                  const A* __restrict bn, std::int64_t C) {
-  lanes<false>(yr, C, [&](std::int64_t j0, std::int64_t j1) { cl_apply_scalar<SILU>(xr, yr, mn, an, bn, j0, j1); },
-      [&](auto c) {
-        store_v16(yr + c, act<SILU>((load_v16(xr + c) - load_v16(mn + c)) * load_v16(an + c) + load_v16(bn + c)));
-      });
 }
 
 template <bool SILU, class T>
@@ -642,42 +676,35 @@ void fwd_cl(const NormFwdArgs& p, int threads) {
   T* y = static_cast<T*>(p.y);
   A *mean = static_cast<A*>(p.mean), *rstd = static_cast<A*>(p.rstd);
   const std::int64_t C = s.C, Cg = C / s.G, HW = s.HW;
+  threads = threads_for(s.N * HW * C, threads);
   Chunks ch(HW, threads);
-  // Per (n, chunk of rows): per-channel (mean, M2), merged over the chunks with Chan's formula.
-  std::vector<double> part(s.N * ch.count * C * 2);
+  // Per (n, chunk of rows): per-channel (mean, M2), merged over the chunks with Chan's formula into
+  // the first chunk's (zeros when HW = 0: no chunk).
+  std::vector<double> part(s.N * std::max<std::int64_t>(ch.count, 1) * C * 2);
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
     std::int64_t n = t / ch.count, r0 = (t % ch.count) * ch.rows_per, r1 = std::min(HW, r0 + ch.rows_per);
     cl_stats<T, A>(x + n * HW * C, C, r0, r1, part.data() + t * C * 2, part.data() + t * C * 2 + C);
   });
-  std::vector<A> a, bb, mc;
-  {
-    std::vector<A> K(C), s1(C), s2(C);
-    std::vector<Welford> w(C);
-    for (std::int64_t n = 0; n < s.N; ++n) {
-      std::fill(w.begin(), w.end(), Welford{});
-      for (std::int64_t k = 0; k < ch.count; ++k) {
-        const double* pp = part.data() + (n * ch.count + k) * C * 2;
-        const double rows = double(std::min(HW, (k + 1) * ch.rows_per) - k * ch.rows_per);
-        for (std::int64_t c = 0; c < C; ++c) w[c].add(rows, pp[c], pp[C + c]);
-      }
-      for (std::int64_t c = 0; c < C; ++c) w[c].shifted(&K[c], &s1[c], &s2[c]);
-      if (Cg == 1) {
-        instance_stats(K.data(), s1.data(), s2.data(), C, HW, p.eps, mean + n * C, rstd + n * C);
-      } else {
-        for (std::int64_t g = 0; g < s.G; ++g)
-          group_stats(K.data() + g * Cg, s1.data() + g * Cg, s2.data() + g * Cg, Cg, HW, p.eps,
-                      &mean[n * s.G + g], &rstd[n * s.G + g]);
-      }
+  for (std::int64_t n = 0; n < s.N; ++n) {
+    double *mc = part.data() + n * ch.count * C * 2, *m2 = mc + C;
+    double cnt = double(std::min(HW, ch.rows_per));
+    for (std::int64_t k = 1; k < ch.count; ++k) {
+      const double* pp = mc + k * C * 2;
+      const double rows = double(std::min(HW, (k + 1) * ch.rows_per) - k * ch.rows_per), tot = cnt + rows;
+      const double wb = rows / tot, wx = cnt * rows / tot;
+#pragma omp simd
+      for (std::int64_t c = 0; c < C; ++c) chan_merge(mc[c], m2[c], pp[c], pp[C + c], wb, wx);
+      cnt = tot;
     }
-    Coeffs<A> k = make_coeffs<A>(s, mean, rstd, static_cast<const A*>(p.w), static_cast<const A*>(p.b),
-                                 static_cast<const A*>(p.scale), static_cast<const A*>(p.shift));
-    a.swap(k.a); bb.swap(k.bb); mc.swap(k.m);
+    groups_from_channels(mc, m2, s.G, Cg, HW, p.eps, mean + n * s.G, rstd + n * s.G);
   }
+  const Coeffs<A> k = make_coeffs<A>(s, mean, rstd, static_cast<const A*>(p.w), static_cast<const A*>(p.b),
+                                     static_cast<const A*>(p.scale), static_cast<const A*>(p.shift));
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
     std::int64_t n = t / ch.count, r0 = (t % ch.count) * ch.rows_per, r1 = std::min(HW, r0 + ch.rows_per);
     for (std::int64_t r = r0; r < r1; ++r)
-      cl_apply_row<SILU>(x + (n * HW + r) * C, y + (n * HW + r) * C, mc.data() + n * C, a.data() + n * C,
-                         bb.data() + n * C, C);
+      apply_coeffs_row<SILU>(x + (n * HW + r) * C, y + (n * HW + r) * C, k.m.data() + n * C, k.a.data() + n * C,
+                             k.bb.data() + n * C, C);
   });
 }
 
@@ -753,6 +780,7 @@ void bwd_cl(const NormBwdArgs& p, int threads) {
   Coeffs<A> k = make_coeffs<A>(s, mean, rstd, static_cast<const A*>(p.w), static_cast<const A*>(p.b),
                                static_cast<const A*>(p.scale), static_cast<const A*>(p.shift));
   const std::int64_t C = s.C, Cg = C / s.G, HW = s.HW;
+  threads = threads_for(s.N * HW * C, threads);
   Chunks ch(HW, threads);
   std::vector<A> part(s.N * ch.count * C * 2);
   parallel_for(s.N * ch.count, threads, [&](std::int64_t t) {
