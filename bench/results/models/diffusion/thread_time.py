@@ -1,10 +1,14 @@
 """Thread CPU time (``time.thread_time``: time the process is descheduled on a loaded machine is not
 counted) of the ``genkernels bench --ops unet`` cases (genkernels/bench_models.py), impls interleaved,
 one thread; the step case also with ``genkernels.patch`` of diffusers' UNet (the same weights).
+``patch_step``: the UNet step of ``genkernels bench --ops patch`` (genkernels/bench_patch.py, 1/5 width),
+diffusers eager vs patched (with ``compile``: also torch.compile of each).
 
-    OMP_NUM_THREADS=1 python bench/results/models/diffusion/thread_time.py step|loop|decode ROUNDS [compile]
+    OMP_NUM_THREADS=1 python bench/results/models/diffusion/thread_time.py step|loop|decode|patch_step ROUNDS [compile]
 
-Prints each impl's median, interquartile range (% of the median) and diffusers-eager/impl ratio."""
+Prints each impl's median, interquartile range (% of the median), diffusers-eager/impl ratio of the medians
+and the median of the per-round ratios (each round times every impl back to back, so a slow stretch of a
+shared machine weighs on both sides of a round's ratio)."""
 import copy
 import statistics
 import sys
@@ -14,6 +18,7 @@ import torch
 
 import genkernels
 from genkernels import bench_models as bm
+from genkernels import bench_patch as bp
 from genkernels.benchkit import COMPILE, EAGER, make_pass
 
 OURS = "genkernels[cpu]"
@@ -31,8 +36,12 @@ def patched_step():
 
 def main(case: str, rounds: int, with_compile: bool):
     torch.set_num_threads(1)
-    setup = {"step": bm._unet_step_setup, "loop": bm._unet_loop_setup, "decode": bm._vae_decode_setup}[case]
-    fns = setup(torch.device("cpu"))([EAGER, OURS] + ([COMPILE] if with_compile else []))
+    if case == "patch_step":
+        names = [EAGER, bp.PATCHED] + ([COMPILE, bp.PATCHED_COMPILE] if with_compile else [])
+        fns = bp._unet_setup(torch.device("cpu"))(names)
+    else:
+        setup = {"step": bm._unet_step_setup, "loop": bm._unet_loop_setup, "decode": bm._vae_decode_setup}[case]
+        fns = setup(torch.device("cpu"))([EAGER, OURS] + ([COMPILE] if with_compile else []))
     if case == "step":
         fns["genkernels.patch"] = patched_step()
     for f in fns.values():   # warm-up (torch.compile compiles here)
@@ -48,7 +57,9 @@ def main(case: str, rounds: int, with_compile: bool):
     for k, v in times.items():
         q1, _, q3 = statistics.quantiles(v, n=4)
         m = statistics.median(v)
-        print(f"  {k:18s} {m * 1e3:9.1f} ms  IQR {(q3 - q1) / m * 100:5.1f} %  eager/this {eager / m:.3f}")
+        paired = statistics.median(e / x for e, x in zip(times[EAGER], v))
+        print(f"  {k:18s} {m * 1e3:9.1f} ms  IQR {(q3 - q1) / m * 100:5.1f} %  eager/this {eager / m:.3f}  "
+              f"per round {paired:.3f}")
 
 
 if __name__ == "__main__":
