@@ -112,7 +112,7 @@ def nbytes(t: Optional[torch.Tensor]) -> int:
     if t is None:
         return 0
     if t.is_contiguous():
-        return t.numel() * t.element_size()
+        return t.nbytes
     end = 1
     for n, s in zip(t.shape, t.stride()):
         if n == 0:
@@ -151,26 +151,32 @@ def call(args, dtype: torch.dtype) -> None:
     """Runs the native kernel of `args` (a NamedTuple of genkernels/ops/_kernels.py) with data type
     `dtype` on the device of its first tensor (CPU: torch's thread count; CUDA: torch's current
     stream on that device)."""
-    if args[0].is_cpu:  # (Tensor.is_cpu: a fraction of device.type's cost, which builds a string)
+    first = args[0]
+    if first.is_cpu:  # (Tensor.is_cpu: a fraction of device.type's cost, which builds a string)
         mod = load("_C")
         ctx = (torch.get_num_threads(),)
     else:
-        dev = args[0].device
+        dev = first.device
         mod = load("_C_cuda")
         ctx = (dev.index, torch.cuda.current_stream(dev).cuda_stream)
-    n_ptrs, n_ints, workspace = layout(mod, type(args))
+    kind = type(args)
+    n_ptrs, n_ints, workspace = _layouts.get((mod, kind)) or layout(mod, kind)
     ptrs, sizes = [], []
     for t in args[:n_ptrs]:
-        ptrs.append(0 if t is None else t.data_ptr())
-        sizes.append(nbytes(t))
+        if t is None:
+            ptrs.append(0)
+            sizes.append(0)
+        else:
+            ptrs.append(t.data_ptr())
+            sizes.append(nbytes(t))
     native = (DTYPE_CODES[dtype], ptrs, sizes, args[n_ptrs:n_ints], args[n_ints:])
     if profiler_on():
         # a range `genkernels::<kernel>`: the eager fast path skips the dispatcher, so the profiler
         # (and the benchmark's launch count) would not see the kernel otherwise
-        with torch.profiler.record_function("genkernels::" + args.KERNEL):
-            _run(mod, args.KERNEL, workspace, args[0], native, ctx)
+        with torch.profiler.record_function("genkernels::" + kind.KERNEL):
+            _run(mod, kind.KERNEL, workspace, first, native, ctx)
     else:  # (no context manager: a few us on calls that are mostly overhead)
-        _run(mod, args.KERNEL, workspace, args[0], native, ctx)
+        _run(mod, kind.KERNEL, workspace, first, native, ctx)
 
 
 _WORKSPACE_SIZES_MAX = 4096  # distinct (kernel, dtype, shape, ...) keys kept; then the cache starts over

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from typing import Optional
 
 import torch
@@ -107,7 +108,7 @@ def launch(backend: str, args, dtype: torch.dtype) -> None:
     for t in args:  # the tensors come first (ops/_kernels.py): a plain loop that stops at the first int
         if t is None:
             continue
-        if not isinstance(t, torch.Tensor):
+        if type(t) is int or not isinstance(t, torch.Tensor):  # (isinstance is slow for an int)
             break
         if t.is_neg():
             args = type(args)(*(t.resolve_neg() if isinstance(t, torch.Tensor) else t for t in args))
@@ -137,11 +138,16 @@ _is_compiling = torch.compiler.is_compiling  # (bound once: plain_eager runs on 
 PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
 
 
+# (module globals: watched runs on every eager call; where this torch lacks a probe, every call is
+# watched, i.e. goes through the dispatcher)
+_dispatch_modes, _function_modes, _functorch_active, _jit_tracing = \
+    _probes[:4] if _probes is not None else (lambda: True,) * 4
+
+
 def watched() -> bool:
     """True when a compiler, tracer, vmap or dispatch/function mode watches eager calls."""
     # is_compiling first: under dynamo it is the constant True and nothing after it is traced
-    return _is_compiling() or _probes is None or _probes.dispatch_modes() or _probes.function_modes() \
-        or _probes.functorch_active() or _probes.jit_tracing()
+    return _is_compiling() or _dispatch_modes() or _function_modes() or _functorch_active() or _jit_tracing()
 
 
 def plain_eager(*tensors) -> bool:
@@ -155,7 +161,7 @@ def under_functorch() -> bool:
     """True inside torch.func transforms (grad, vmap, jvp, ...). The registered ops' autograd is not
     composable with them, so the public functions then run their differentiable reference formula
     (the same results; functorch transforms it like any PyTorch code)."""
-    return not _is_compiling() and (_probes is None or _probes.functorch_active())
+    return not _is_compiling() and _functorch_active()
 
 
 def needs_grad(*tensors) -> bool:
@@ -186,6 +192,7 @@ class Op:
         self.registered, self.check, self.impl, self.reference, self.backend = \
             registered, check, impl, reference, backend
         self.function = None
+        self.tensors = _tensor_arguments(registered)
         if backend is not None:
             registered.register_torch_dispatch(FunctionalTensorMode, self.decompose)
         if backward is not None:
@@ -215,7 +222,7 @@ class Op:
 
     def __call__(self, *inputs):
         if not watched():
-            plain, grad = _scan(inputs)
+            plain, grad = _scan(self.tensors(inputs))
             if plain:  # plain_eager, in the one pass over the inputs that also finds needs_grad
                 self.check(*inputs)
                 if self.function is not None and grad and torch.is_grad_enabled():
@@ -241,6 +248,14 @@ def _scan(inputs) -> tuple:
         elif kind not in _NOT_TENSORS and isinstance(t, torch.Tensor):
             plain, grad = False, grad or t.requires_grad
     return plain, grad
+
+
+def _tensor_arguments(registered):
+    """A function of the registered op's arguments -> the tuple of those its schema types as tensors
+    (the ones Op.__call__ scans)."""
+    where = [i for i, a in enumerate(registered._opoverload._schema.arguments)
+             if str(a.type) in ("Tensor", "Optional[Tensor]")]
+    return operator.itemgetter(*where) if len(where) > 1 else lambda inputs: tuple(inputs[i] for i in where)
 
 
 def _export_keeps_triton_ops() -> bool:

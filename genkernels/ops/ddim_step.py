@@ -46,6 +46,7 @@ from ._kernels import DDIMStep
 Tensor = torch.Tensor
 OP = "ddim_step"
 PREDICTION_TYPES = {"epsilon": 0, "sample": 1, "v_prediction": 2}
+_PREDICTION_CODES = frozenset(PREDICTION_TYPES.values())
 KIND_DDIM, KIND_DDPM_SMALL, KIND_DDPM_LARGE = 0, 1, 2
 # diffusers' fixed_small_log is exp(0.5 * log(var)) = sqrt(var): the same update as fixed_small.
 DDPM_VARIANCE_TYPES = {"fixed_small": KIND_DDPM_SMALL, "fixed_small_log": KIND_DDPM_SMALL,
@@ -169,34 +170,42 @@ def reference_forward(sample, model_output, noise, alpha_t, alpha_prev, eta, gui
 
 
 # ----------------------------------------------------------------------------------- backends
-def step_forward(backend, sample, model_output, noise, alpha_t, alpha_prev, eta, guidance_scale, clip_range,
-                 pred, use_clipped, kind):
-    """(prev_sample, pred_original_sample) on `backend`, both in sample's memory format.
-    alpha_t / alpha_prev: floats or tensors ([N] or [], float32/float64, sample's device)."""
+def _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
+             clip_range, pred, use_clipped, kind):
+    """The registered op's implementation, without the argument checks: (prev_sample,
+    pred_original_sample) on the op's backend (`_backend`), both in sample's memory format. A tensor
+    alpha ([N] or [], float32/float64, sample's device) overrides its *_value."""
+    backend = _backend(sample, kind)
     x, cl = dense_layout(sample)
-    prev, x0 = empty_out(sample), empty_out(sample)
+    # x is densely packed: its strides are empty_out(sample)'s (what the fake returns)
+    prev, x0 = torch.empty_like(x), torch.empty_like(x)
     if x.numel() == 0:
         return prev, x0
     if backend == "reference":
-        p, o = reference_forward(sample, model_output, noise, alpha_t, alpha_prev, eta, guidance_scale,
-                                 clip_range, pred, use_clipped, kind)
+        p, o = _reference(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
+                          guidance_scale, clip_range, pred, use_clipped, kind)
         return prev.copy_(p), x0.copy_(o)
     N = x.shape[0]
     m = to_layout(model_output, cl)
     # DDIM at eta = 0 adds no noise (the reference reads none: 0 * NaN must not reach prev)
     z = None if noise is None or (kind == KIND_DDIM and eta == 0) else to_layout(noise, cl)
     # a tensor alpha is read by the kernel (dtype code, per-sample flag); a float travels as a scalar
-    at_t = alpha_t.contiguous() if isinstance(alpha_t, Tensor) else None
-    ap_t = alpha_prev.contiguous() if isinstance(alpha_prev, Tensor) else None
+    if alpha_t is not None:
+        alpha_t = alpha_t.contiguous()
+    if alpha_prev is not None:
+        alpha_prev = alpha_prev.contiguous()
     codes = _native.DTYPE_CODES
     launch(backend, DDIMStep(
-        sample=x, model_output=m, noise=z, alpha_t=at_t, alpha_prev=ap_t, prev_sample=prev, pred_original_sample=x0,
-        N=N, L=x.numel() // N, kind=kind, prediction_type=pred, clip=int(clip_range is not None),
-        use_clipped_model_output=int(bool(use_clipped)), guidance=int(guidance_scale is not None),
-        alpha_t_dtype=-1 if at_t is None else codes[at_t.dtype], alpha_prev_dtype=-1 if ap_t is None else codes[ap_t.dtype],
-        alpha_t_stride=int(at_t is not None and at_t.numel() > 1),
-        alpha_prev_stride=int(ap_t is not None and ap_t.numel() > 1),
-        alpha_t_value=0.0 if at_t is not None else alpha_t, alpha_prev_value=0.0 if ap_t is not None else alpha_prev,
+        sample=x, model_output=m, noise=z, alpha_t=alpha_t, alpha_prev=alpha_prev, prev_sample=prev,
+        pred_original_sample=x0, N=N, L=x.numel() // N, kind=kind, prediction_type=pred,
+        clip=int(clip_range is not None), use_clipped_model_output=int(use_clipped),
+        guidance=int(guidance_scale is not None),
+        alpha_t_dtype=-1 if alpha_t is None else codes[alpha_t.dtype],
+        alpha_prev_dtype=-1 if alpha_prev is None else codes[alpha_prev.dtype],
+        alpha_t_stride=int(alpha_t is not None and alpha_t.numel() > 1),
+        alpha_prev_stride=int(alpha_prev is not None and alpha_prev.numel() > 1),
+        alpha_t_value=0.0 if alpha_t is not None else alpha_t_value,
+        alpha_prev_value=0.0 if alpha_prev is not None else alpha_prev_value,
         eta=eta, guidance_scale=0.0 if guidance_scale is None else guidance_scale,
         clip_range=0.0 if clip_range is None else clip_range), x.dtype)
     return prev, x0
@@ -213,15 +222,6 @@ def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], 
                guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
     return _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
                     guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
-
-
-def _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
-             clip_sample_range, prediction_type, use_clipped_model_output, kind):
-    """The registered op's implementation, without the argument checks."""
-    return step_forward(_backend(sample, kind), sample, model_output, noise,
-                        alpha_t_value if alpha_t is None else alpha_t,
-                        alpha_prev_value if alpha_prev is None else alpha_prev,
-                        eta, guidance_scale, clip_sample_range, prediction_type, use_clipped_model_output, kind)
 
 
 def _backend(sample, *rest):
@@ -313,8 +313,8 @@ def check_args(sample, model_output, noise, alpha_t, alpha_prev, at_v, ap_v, eta
     if kind not in (KIND_DDIM, KIND_DDPM_SMALL, KIND_DDPM_LARGE):
         raise ValueError(f"{OP}: `kind` must be 0 (DDIM), 1 or 2 (DDPM), got {kind!r}")
     op = OP if kind == KIND_DDIM else "ddpm_step"
-    if pred not in PREDICTION_TYPES.values():
-        raise ValueError(f"{op}: `prediction_type` must be one of {sorted(PREDICTION_TYPES.values())}, got {pred!r}")
+    if pred not in _PREDICTION_CODES:
+        raise ValueError(f"{op}: `prediction_type` must be one of {sorted(_PREDICTION_CODES)}, got {pred!r}")
     if not isinstance(sample, Tensor):
         raise TypeError(f"{op}: `sample` must be a torch.Tensor, got {type(sample).__name__}")
     if sample.dtype not in FLOAT_DTYPES:
@@ -322,9 +322,10 @@ def check_args(sample, model_output, noise, alpha_t, alpha_prev, at_v, ap_v, eta
     if sample.dim() < 1:
         raise ValueError(f"{op}: `sample` must have a batch dimension, got shape {tuple(sample.shape)}")
     _check_tensor_arg(op, "model_output", model_output, sample)
-    for name, v in (("guidance_scale", gs), ("clip_sample_range", clip), ("eta", eta)):
-        if v is not None and not math.isfinite(v):
-            raise ValueError(f"{op}: `{name}` must be finite, got {v}")
+    if not (math.isfinite(eta) and (gs is None or math.isfinite(gs)) and (clip is None or math.isfinite(clip))):
+        for name, v in (("guidance_scale", gs), ("clip_sample_range", clip), ("eta", eta)):
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"{op}: `{name}` must be finite, got {v}")
     want = sample.shape
     if gs is not None:
         want = (2 * want[0],) + tuple(want[1:])
@@ -366,6 +367,8 @@ _run = Op(OP, ddim_step_op, check_args, _forward, _reference, _setup_context, _b
 # ----------------------------------------------------------------------------------- public API
 def _alpha_arg(op, name, a):
     """A public alpha as the registered op's (tensor or None, float value)."""
+    if type(a) is float:  # (the common case; isinstance(a, Tensor) is slow for non-tensors)
+        return None, a
     if isinstance(a, Tensor):
         return a, 0.0
     return None, as_float(op, name, a)
