@@ -5,6 +5,15 @@
 PYBIND11_MODULE(_C, m) {
   m.doc() = "genkernels CPU kernels (no torch dependency)";
   m.attr("isa") = gk::cpu_isa();
+  pybind11::list built;  // the ISA builds in this module, widest first
+#ifdef GK_HAVE_avx512
+  built.append("avx512");
+#endif
+#ifdef GK_HAVE_avx2
+  built.append("avx2");
+#endif
+  built.append("base");
+  m.attr("built_isas") = pybind11::tuple(built);
   gk::Kernels<int> k(m, gk::Scratch::kNone);  // ctx: the thread count
 #define GK_KERNEL(name) k.def<gk::sig::name>(gk::cpu_##name);
 #include "cpu/kernels.def"

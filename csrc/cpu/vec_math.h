@@ -174,20 +174,21 @@ static inline void stream_fence() { _mm_sfence(); }
 static inline v16f splat_v16(float x) { return _mm512_set1_ps(x); }
 static inline float sum_v16(v16f v) { return _mm512_reduce_add_ps(v); }
 
-// e^x for 16 floats, within 1.5 ulp for |x| <= 87: the reduced exponential scaled by vscalefps (no
-// integer exponent tricks, so no special cases); NaN in -> NaN out. x is clamped to +-87 so that
-// e^x and 1 / (1 + e^x) stay normal floats.
+// e^x for 16 floats, within 1.5 ulp for -87 <= x <= 88.7: the reduced exponential scaled by vscalefps
+// (no integer exponent tricks, so no special cases); NaN in -> NaN out. x is clamped below to -87 so
+// that e^x stays a normal float, and above to 89, past log(FLT_MAX), so that e^x overflows to inf as
+// in float32: 1 / (1 + e^-z) is then 0 and z / (1 + e^-z) is -0 for z <= -89 (NaN at -inf), not
+// z / 6e37 (-1.7 at z = -1e38).
 static inline v16f exp_v16(v16f x) {
   const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-  const v16f lim = splat_v16(87.0f);
-  x = _mm512_min_ps(lim, _mm512_max_ps(-lim, x));  // NaN is the second operand: kept
+  x = _mm512_min_ps(splat_v16(89.0f), _mm512_max_ps(splat_v16(-87.0f), x));  // NaN is the second operand: kept
   const v16f n = _mm512_roundscale_ps(x * log2e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const v16f r = (x - n * ln2_hi) - n * ln2_lo;  // Cody-Waite: n * ln2_hi is exact
   return _mm512_scalef_ps(exp_reduced(r), n);
 }
 
-// 1 / (1 + e^-z), within about 2 ulp (SiLU from it: 2.4 ulp at most, sampled); for z < -87 it is
-// 1.6e-38 instead of e^z.
+// 1 / (1 + e^-z), within about 2 ulp (SiLU from it: 2.4 ulp at most, sampled); 0 for z < -88.7, where
+// e^z is subnormal.
 static inline v16f sigmoid(v16f z) { return 1.0f / (1.0f + exp_v16(-z)); }
 // z * sigmoid(z) with one division and no multiply.
 static inline v16f silu(v16f z) { return z / (1.0f + exp_v16(-z)); }
