@@ -9,6 +9,7 @@
 #include <new>
 #include <type_traits>
 
+#include "common/by_dtype.h"
 #include "common/flat_args.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -194,16 +195,10 @@ static inline v16f sigmoid(v16f z) { return 1.0f / (1.0f + exp_v16(-z)); }
 static inline v16f silu(v16f z) { return z / (1.0f + exp_v16(-z)); }
 #endif
 
-// Calls f(T{}) with T the storage type of dtype code `dtype` (csrc/common/flat_args.h).
+// Calls f(T{}) with T the storage type of dtype code `dtype` (csrc/common/by_dtype.h).
 template <class F>
 void by_dtype(int dtype, const char* op, F&& f) {
-  switch (dtype) {
-    case kFloat32: f(float{}); break;
-    case kFloat64: f(double{}); break;
-    case kFloat16: f(half_t{}); break;
-    case kBFloat16: f(bf16_t{}); break;
-    default: throw std::invalid_argument(std::string(op) + ": unsupported dtype code");
-  }
+  dispatch_dtype<half_t, bf16_t>(dtype, op, f);
 }
 
 }  // namespace GK_ISA

@@ -18,6 +18,7 @@
 #include <string>
 #include <type_traits>
 
+#include "common/by_dtype.h"
 #include "cuda/launch.h"
 
 // GK_DYNAMIC_SHARED(T, name); in a kernel: `T* name`, the launch's dynamic shared memory (GK_LAUNCH's
@@ -158,16 +159,10 @@ inline int sm_count(int device) {
 
 inline cudaStream_t as_stream(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
-// Calls f(T{}) with T the element type of dtype code `dtype` (csrc/common/flat_args.h).
+// Calls f(T{}) with T the element type of dtype code `dtype` (csrc/common/by_dtype.h).
 template <class F>
 void by_dtype(int dtype, const char* op, F&& f) {
-  switch (dtype) {
-    case kFloat32: f(float{}); break;
-    case kFloat64: f(double{}); break;
-    case kFloat16: f(__half{}); break;
-    case kBFloat16: f(__nv_bfloat16{}); break;
-    default: throw std::invalid_argument(std::string(op) + " (cuda): unsupported dtype code");
-  }
+  dispatch_dtype<__half, __nv_bfloat16>(dtype, op, f);
 }
 
 inline bool is_aligned(const void* p, std::uintptr_t bytes) {
