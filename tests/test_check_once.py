@@ -2,13 +2,12 @@
 function converts its arguments, the registered op's check runs on whichever path the call takes):
 plain eager, eager autograd, torch.func, a TorchDispatchMode, torch.ops.genkernels.* called directly,
 and a torch.compile'd call after compilation."""
-import sys
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import genkernels as gk
+from python_calls import profiled
 
 ops = torch.ops.genkernels
 OPS_DIR = gk.ops.__path__[0]
@@ -36,12 +35,7 @@ def checks(fn) -> int:
         elif event == "return" and is_check(frame):
             depth[0] -= 1
 
-    old = sys.getprofile()
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(old)
+    profiled(fn, profile)
     return count[0]
 
 

@@ -1,13 +1,12 @@
 """The structural cost of a small eager call (issue 10, "keep the eager speed"): how many genkernels
 Python functions one plain eager call runs. On a small tensor they, not the kernel, are most of the
 call, so a new hop on this path should be a choice, not an accident: the budgets are counts."""
-import sys
-
 import pytest
 import torch
 
 import genkernels as gk
 from genkernels.nn.norm import GroupNormSiLU
+from python_calls import profiled
 
 PKG_DIR = gk.__path__[0]
 
@@ -35,12 +34,7 @@ def genkernels_calls(fn) -> list:
         if event == "call" and frame.f_code.co_filename.startswith(PKG_DIR):
             seen.append(f"{frame.f_code.co_filename[len(PKG_DIR) + 1:]}:{frame.f_code.co_name}")
 
-    old = sys.getprofile()
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(old)
+    profiled(fn, profile)
     return seen
 
 

@@ -15,10 +15,8 @@ torch module's own forward.
 Which layers are swapped (``left_reason``): every plain Conv2d, and only the Linear layers at least _WIDE
 times wider out than in with at least _MIN_WEIGHT weights (the UNet's GEGLU projections). For the other
 Linear shapes of the UNet step F.linear was as fast or faster, few rows included: a oneDNN linear call
-costs more than MKL's GEMM call (2 x 256 -> 256: 47 vs 22 us for the bare op), and packing a weight of up
-to a few MB per call costs less than that
-(bench/results/models/diffusion/onednn_linear_rule.py: per step, cold weights, this rule / the rule before
-it / all F.linear: 170 / 200 / 171 ms at 1/5 width, 413 / 430 / 449 ms at half width).
+costs more than MKL's GEMM call, and packing a weight of up to a few MB per call costs less than that
+difference (measured per shape and per step by bench/results/models/diffusion/onednn_linear_rule.py).
 """
 from __future__ import annotations
 
@@ -30,22 +28,18 @@ from torch import nn
 from ..ops._common import needs_grad, plain_eager
 
 Tensor = torch.Tensor
-_PLAIN = (torch.Tensor, nn.Parameter)   # not tensor subclasses (DTensor, fakes, ...)
 _MAX_SHAPES = 4   # reordered weights kept per module (input shapes seen), oldest dropped first
-# Linear layers swapped: out >= _WIDE x in and in x out >= _MIN_WEIGHT (per shape, thread CPU time, 1 thread,
-# F.linear / oneDNN, hot and cold weights: 32 x 256 -> 2048 1.01-1.14x, 128 x 320 -> 2560 1.12-1.32x,
-# 32 x 640 -> 5120 1.56-1.73x; below the weight bound 128 x 128 -> 1024 0.85-1.01x, 512 x 160 -> 1280
-# 0.89-0.99x; not wide 2 x 640 -> 640 0.65-0.79x, 32 x 640 -> 640 0.69-0.91x, 8 x 2560 -> 640 1.00-1.04x)
+# Linear layers swapped: out >= _WIDE x in and in x out >= _MIN_WEIGHT, the shapes where oneDNN beat F.linear
+# (bench/results/models/diffusion/onednn_linear_rule.py)
 _WIDE, _MIN_WEIGHT = 4, 2 ** 19
 
 
 def _usable(x: Tensor, weight: Tensor, bias) -> bool:
     # plain_eager first: under torch.compile it is the constant False and nothing after it is traced
     # (mkldnn.is_available() is a function dynamo skips: a graph break in every layer otherwise)
-    return (plain_eager(x) and x.device.type == "cpu" and x.dtype == torch.float32
+    return (plain_eager(x, weight, bias) and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and all(p is None or type(p) in _PLAIN for p in (weight, bias))
             and not needs_grad(x, weight, bias))
 
 
