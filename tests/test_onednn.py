@@ -40,7 +40,22 @@ def test_conv_inference_matches_and_uses_reordered_weight(kw):
     with torch.no_grad():
         y = fast(x)
         torch.testing.assert_close(y, plain(x), rtol=1e-5, atol=1e-4)
-    assert _reordered(fast) == 1 and y.is_contiguous(memory_format=torch.channels_last)
+    # a 1x1 convolution of 126 pixels is one GEMM (no reordered weight)
+    assert _reordered(fast) == (0 if kw["kernel_size"] == 1 else 1)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("pixels", [(1, 4, 4), (2, 4, 4), (2, 2, 2)])
+def test_pointwise_conv_is_a_gemm_from_32_pixels(pixels):
+    """1x1 convolutions of >= 32 pixels (N*H*W) run as F.linear, smaller ones on oneDNN; both match."""
+    n, h, w = pixels
+    plain, fast = _twins(nn.Conv2d(8, 12, 1))
+    x = torch.randn(n, 8, h, w)
+    with torch.no_grad():
+        y = fast(x)
+        torch.testing.assert_close(y, plain(x), rtol=1e-5, atol=1e-4)
+    assert _reordered(fast) == (0 if n * h * w >= 32 else 1)
+    assert y.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("out", [40, 96])

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..ops._common import needs_grad, plain_eager
@@ -32,6 +33,8 @@ _MAX_SHAPES = 4   # reordered weights kept per module (input shapes seen), oldes
 # Linear layers swapped: out >= _WIDE x in and in x out >= _MIN_WEIGHT, the shapes where oneDNN beat F.linear
 # (bench/results/models/diffusion/onednn_linear_rule.py)
 _WIDE, _MIN_WEIGHT = 4, 2 ** 19
+# 1x1 convolutions of at least this many pixels (N*H*W) run as F.linear (bench/results/models/diffusion/conv1x1_rule.py)
+_GEMM_ROWS = 32
 
 
 def _usable(x: Tensor, weight: Tensor, bias) -> bool:
@@ -71,17 +74,29 @@ class _Reordered:
 
 
 class Conv2d(_Reordered, nn.Conv2d):
-    """``nn.Conv2d``; inference on the CPU through a cached oneDNN weight (see the module docstring)."""
+    """``nn.Conv2d``; inference on the CPU through a cached oneDNN weight (see the module docstring), or as
+    one GEMM for a pointwise (1x1) convolution of at least _GEMM_ROWS pixels."""
+
+    def _pointwise_rows(self, x: Tensor) -> int:
+        """N*H*W for a 1x1, stride-1, unpadded, ungrouped convolution of `x`, else 0."""
+        pointwise = (self.kernel_size == (1, 1) and self.stride == (1, 1) and tuple(self.padding) == (0, 0)
+                     and self.groups == 1)
+        return x.shape[0] * x.shape[2] * x.shape[3] if pointwise else 0
 
     def forward(self, x: Tensor) -> Tensor:
         if not (_usable(x, self.weight, self.bias) and x.dim() == 4 and self.padding_mode == "zeros"
                 and not isinstance(self.padding, str)):
             return super().forward(x)
         x = x.contiguous(memory_format=torch.channels_last)
+        bias = self.bias.detach() if self.bias is not None else None
+        if self._pointwise_rows(x) >= _GEMM_ROWS:
+            # a 1x1 convolution of channels_last pixels is one GEMM over the pixel rows: MKL's F.linear
+            # beats oneDNN's 1x1 convolution there (conv1x1_rule.py); the output is channels_last as below
+            w = self.weight.detach().reshape(self.out_channels, self.in_channels)
+            return F.linear(x.permute(0, 2, 3, 1), w, bias).permute(0, 3, 1, 2)
         geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
         w = self._reordered(tuple(x.shape), lambda w: torch.ops.mkldnn._reorder_convolution_weight(
             w, *geometry, list(x.shape)))
-        bias = self.bias.detach() if self.bias is not None else None
         return torch.ops.mkldnn._convolution_pointwise(x, w, bias, *geometry, "none", [], "")
 
 

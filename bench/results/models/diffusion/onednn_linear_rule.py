@@ -54,6 +54,12 @@ def time_pair(mode: str, fa, fb, macs: int, reps: int):
     return statistics.median(ta), statistics.median(tb)
 
 
+def per_step(total: collections.Counter, calls: int, ta: float, tb: float, rules) -> None:
+    """Adds a shape's ms per step (calls x us per call) to `total` under each (rule, takes b) of `rules`."""
+    for rule, use_b in rules:
+        total[rule] += calls * (tb if use_b else ta) / 1e3
+
+
 def main(mode: str, reps: int):
     torch.set_num_threads(1)
     print(f"{mode}, load {open('/proc/loadavg').read().split()[:3]}; us per call")
@@ -70,8 +76,8 @@ def main(mode: str, reps: int):
                 ta, tb = time_pair(mode, lambda: plain(x), lambda: fast(x), n * i * o, reps)
             swapped = onednn.left_reason(nn.Linear(i, o)) is None
             before = n <= 64 or o >= 4 * i
-            for rule, use in (("torch", False), ("oneDNN", True), ("committed rule", swapped), ("rule before", before)):
-                total[rule] += calls * (tb if use else ta) / 1e3
+            per_step(total, calls, ta, tb, (("torch", False), ("oneDNN", True), ("committed rule", swapped),
+                                            ("rule before", before)))
             print(f"{width} {calls:2d} x {n:4d} x {i:4d} -> {o:4d}{' +b' if bias else '   '}: torch {ta:8.1f}  oneDNN "
                   f"{tb:8.1f}  torch/oneDNN {ta / tb:4.2f}{'  swapped' if swapped else ''}")
         print(f"{width} per step, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in total.items()))
