@@ -20,7 +20,8 @@ INTERP = DEVICE.type == "cpu"
 BACKENDS = ["reference"] + [b for b in compiled_backends() if b != "cuda" or DEVICE.type == "cuda"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 # (B, H, Lq, Lk, d): cross-attention (fast path), Lk = 1, tiled self-attention, odd head dims
-SHAPES = [(2, 3, 37, 77, 40), (2, 1, 5, 1, 64), (1, 2, 70, 600, 80), (1, 1, 9, 20, 8), (1, 1, 17, 33, 160)]
+SHAPES = [(2, 3, 37, 77, 40), (2, 1, 5, 1, 64), (1, 2, 70, 600, 80), (1, 1, 9, 20, 8), (1, 1, 17, 33, 160),
+          (1, 2, 7, 13, 5)]
 TRITON_SHAPES = [(2, 3, 9, 77, 40), (1, 1, 5, 1, 8), (1, 1, 17, 70, 16)]
 
 
@@ -201,6 +202,18 @@ def test_token_layout_matches(backend):
     if qkv is not None:
         qs, ks, vs = qkv.split(H * d, -1)
         torch.testing.assert_close(run(backend, qs, ks, vs, mask, heads=H), out)
+
+
+# the UNet's calls: token layout [B, L, H*d], no mask, self- and cross-attention (77 keys), head dims of
+# whole vectors (the CPU kernel reads v in place) and not (5: it packs v)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("Lq, Lk, d", [(16, 16, 40), (16, 77, 40), (4, 77, 160), (4, 4, 160), (9, 77, 5)])
+def test_token_layout_unmasked(backend, Lq, Lk, d):
+    B, H = 2, 4
+    q, k, v, _ = make(B, H, Lq, Lk, d, torch.float32)
+    out = run(backend, *(tokens(t) for t in (q, k, v)), None, heads=H)
+    expect = tokens(attention_reference(q.double(), k.double(), v.double())).float()
+    torch.testing.assert_close(out, expect, atol=2e-6, rtol=2e-5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

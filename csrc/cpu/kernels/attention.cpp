@@ -136,13 +136,18 @@ __attribute__((always_inline)) static inline void pv_micro(const A* __restrict P
 template <class T, class A, int NW>
 void pack_panels(const T* src, std::int64_t stride, std::int64_t L, std::int64_t D, std::int64_t npanels,
                  const std::uint8_t* mask, A* __restrict dst) {
-  for (std::int64_t pi = 0; pi < npanels; ++pi, dst += D * NW)
+  Buf<T> zeros(static_cast<std::size_t>(D));
+  std::memset(zeros.p, 0, sizeof(T) * std::size_t(D));  // (the bits of 0 in every element type)
+  const T* rows[NW];
+  for (std::int64_t pi = 0; pi < npanels; ++pi, dst += D * NW) {
     for (int c = 0; c < NW; ++c) {
       const std::int64_t j = pi * NW + c;
-      const bool live = j < L && !(mask && mask[j]);
-      const T* row = src + j * stride;
-      for (std::int64_t d = 0; d < D; ++d) dst[d * NW + c] = live ? to_acc(row[d]) : A(0);
+      rows[c] = j < L && !(mask && mask[j]) ? src + j * stride : zeros.p;
     }
+    // one destination row (NW contiguous values) at a time: whole-vector stores
+    for (std::int64_t d = 0; d < D; ++d)
+      for (int c = 0; c < NW; ++c) dst[d * NW + c] = to_acc(rows[c][d]);
+  }
 }
 
 // Rows [0, n) of D values as rows of Dp (a whole number of vectors), zero past D, past row L and for
@@ -151,9 +156,12 @@ template <class T, class A>
 void pack_rows(const T* src, std::int64_t stride, std::int64_t L, std::int64_t n, std::int64_t D,
                std::int64_t Dp, const std::uint8_t* mask, A* __restrict dst) {
   for (std::int64_t j = 0; j < n; ++j, dst += Dp) {
-    const bool live = j < L && !(mask && mask[j]);
-    const T* row = src + j * stride;
-    for (std::int64_t d = 0; d < Dp; ++d) dst[d] = (live && d < D) ? to_acc(row[d]) : A(0);
+    std::int64_t d = 0;
+    if (j < L && !(mask && mask[j])) {
+      const T* row = src + j * stride;
+      for (; d < D; ++d) dst[d] = to_acc(row[d]);
+    }
+    for (; d < Dp; ++d) dst[d] = A(0);
   }
 }
 
@@ -294,8 +302,14 @@ void forward(const AttnArgs& a, int threads) {
   const Geometry<A> geo(Lk, D);
   const std::int64_t npanels = geo.npanels, Lkp = geo.Lkp, Dp = geo.Dp, KT = geo.KT;
 
-  // ---- pack K (panels), V (rows) and the key bias
-  Buf<A> kpack(std::size_t(BH * Lkp * D)), vpack(std::size_t(BH * Lkp * Dp)), bias(std::size_t(B * Lkp));
+  // ---- pack K (panels), V (rows) and the key bias. V is read in place where its rows already are what
+  // the P.V micro-kernel reads: the accumulation type, no padding key to zero, and the Dh columns it
+  // computes within the row.
+  const A* v_in_place = nullptr;
+  if constexpr (std::is_same<T, A>::value)
+    if (!a.mask && geo.Dh <= D) v_in_place = v;
+  Buf<A> kpack(std::size_t(BH * Lkp * D)), vpack(v_in_place ? 0 : std::size_t(BH * Lkp * Dp)),
+      bias(std::size_t(B * Lkp));
   key_bias(a, Lkp, bias.p);
   const double pack_work = double(BH) * double(Lk) * double(D);
   parallel_for(BH, pack_work < 65536.0 ? 1 : threads, [&](std::int64_t bh) {
@@ -303,7 +317,8 @@ void forward(const AttnArgs& a, int threads) {
     const std::uint8_t* mb = a.mask ? a.mask + b * Lk : nullptr;
     pack_panels<T, A, Geometry<A>::NW>(k + b * a.ks[0] + h * a.ks[1], a.ks[2], Lk, D, npanels, mb,
                                        kpack.p + bh * Lkp * D);
-    pack_rows(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, Lkp, D, Dp, mb, vpack.p + bh * Lkp * Dp);
+    if (!v_in_place)
+      pack_rows(v + b * a.vs[0] + h * a.vs[1], a.vs[2], Lk, Lkp, D, Dp, mb, vpack.p + bh * Lkp * Dp);
   });
 
   // ---- tasks: (bh, block of MB query rows)
@@ -316,10 +331,13 @@ void forward(const AttnArgs& a, int threads) {
     const std::int64_t bh = t / nblocks, blk = t % nblocks;
     const std::int64_t b = bh / H, h = bh % H;
     const std::int64_t m0 = blk * MB, rows = std::min(MB, Lq - m0);
+    // rows computed: R by the logits' micro-kernel, Rv by P.V's (whose rows past `rows` are never stored)
     const std::int64_t R = (rows + MR - 1) / MR * MR, Rp = (R + kRB - 1) / kRB * kRB;
+    const std::int64_t Rv = (rows + kRB - 1) / kRB * kRB;
     const T* qb = q + b * a.qs[0] + h * a.qs[1];
     const A* kp = kpack.p + bh * Lkp * D;
-    const A* vp = vpack.p + bh * Lkp * Dp;
+    const A* vp = v_in_place ? v_in_place + b * a.vs[0] + h * a.vs[1] : vpack.p + bh * Lkp * Dp;
+    const std::int64_t ldV = v_in_place ? a.vs[2] : Dp;
     const A* bi = bias.p + b * Lkp;
     Buf<A> S(std::size_t(Rp * KT)), O(std::size_t(Rp * Dp));
     if (Rp > R) std::memset(S.p + R * KT, 0, sizeof(A) * std::size_t((Rp - R) * KT));
@@ -355,7 +373,7 @@ void forward(const AttnArgs& a, int threads) {
       qk_tile(qrow.data(), R, kp, bi, D, scale, pt, pe, nk, S.p, KT);
       // 2. online softmax
       const bool first = pt == 0;
-      for (std::int64_t r = 0; r < R; ++r) {
+      for (std::int64_t r = 0; r < rows; ++r) {
         A* s = S.p + r * KT;
         if (a.causal)  // keys past row m0 + r (the first tile always keeps key 0)
           for (std::int64_t j = std::max<std::int64_t>(0, m0 + r + 1 - j0); j < nk; ++j) s[j] = NEG;
@@ -390,9 +408,9 @@ void forward(const AttnArgs& a, int threads) {
       }
       // 3. O += P V over the real keys only (P of the padding is 0)
       if (a.causal)  // row r: keys up to m0 + r
-        pv_tile_band(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lv - j0), geo.Dh, O.p, Dp, -kUnbounded, m0 + 1 - j0);
+        pv_tile_band(S.p, KT, Rv, vp + j0 * ldV, ldV, std::min(nk, Lv - j0), geo.Dh, O.p, Dp, -kUnbounded, m0 + 1 - j0);
       else
-        pv_tile(S.p, KT, Rp, vp + j0 * Dp, Dp, std::min(nk, Lv - j0), geo.Dh, O.p, Dp);
+        pv_tile(S.p, KT, Rv, vp + j0 * ldV, ldV, std::min(nk, Lv - j0), geo.Dh, O.p, Dp);
     }
     // ---- normalise and store
     T* ob = out + b * a.os[0] + h * a.os[1];
