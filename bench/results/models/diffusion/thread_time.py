@@ -19,7 +19,7 @@ import torch
 import genkernels
 from genkernels import bench_models as bm
 from genkernels import bench_patch as bp
-from genkernels.benchkit import COMPILE, EAGER, make_pass
+from genkernels.benchkit import COMPILE, EAGER, make_pass, steady_cpu_allocator
 
 OURS = "genkernels[cpu]"
 
@@ -36,6 +36,7 @@ def patched_step():
 
 def main(case: str, rounds: int, with_compile: bool):
     torch.set_num_threads(1)
+    allocator = steady_cpu_allocator()   # as `genkernels bench` does (page faults independent of impl order)
     if case == "patch_step":
         names = [EAGER, bp.PATCHED] + ([COMPILE, bp.PATCHED_COMPILE] if with_compile else [])
         fns = bp._unet_setup(torch.device("cpu"))(names)
@@ -53,7 +54,7 @@ def main(case: str, rounds: int, with_compile: bool):
             f()
             times[k].append(time.thread_time() - t0)
     eager = statistics.median(times[EAGER])
-    print(f"{case}: {rounds} rounds, thread CPU time, load {open('/proc/loadavg').read().split()[:3]}")
+    print(f"{case}: {rounds} rounds, thread CPU time, load {open('/proc/loadavg').read().split()[:3]}; {allocator}")
     for k, v in times.items():
         q1, _, q3 = statistics.quantiles(v, n=4)
         m = statistics.median(v)
