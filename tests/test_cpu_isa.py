@@ -46,14 +46,53 @@ LEVELS = {"avx2": {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe",
 LEVELS["avx512"] = LEVELS["avx2"] | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
 
 
+def _cpu_flags() -> set:
+    if platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists():
+        pytest.skip("needs x86-64 Linux")
+    return set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+
+
 def test_the_widest_build_whose_level_the_cpu_has_is_picked():
     """A CPU with only part of a level (AVX-512F without CD, say) gets the next build down, never one
     compiled for instructions it lacks (SIGILL)."""
-    if C is None or platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists():
-        pytest.skip("needs genkernels._C on x86-64 Linux")
-    flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    if C is None:
+        pytest.skip("needs genkernels._C")
+    flags = _cpu_flags()
     want = next(isa for isa in C.built_isas if isa == "base" or LEVELS[isa] <= flags)
     assert isa_under("") == want
+
+
+LEVEL_PROGRAM = r"""
+#include <cstdio>
+#include "cpu/cpu_level.h"
+int main() {
+#ifdef GK_CPU_LEVEL_BUILTIN
+  std::printf("%d %d %d\n", gk::x86_level(), gk::x86_level_by_features(), gk::x86_level_builtin());
+#else
+  std::printf("%d %d\n", gk::x86_level(), gk::x86_level_by_features());
+#endif
+}
+"""
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_cpu_level_by_features_matches_the_builtin_and_cpuinfo(tmp_path, forced):
+    """csrc/cpu/cpu_level.h: GCC >= 12 asks libgcc for the x86-64 level; other compilers (forced here with
+    GK_CPU_LEVEL_BY_FEATURES) read CPUID and XCR0 feature by feature. Both answers, and the level that
+    /proc/cpuinfo's flags give, agree on this CPU."""
+    flags = _cpu_flags()
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        pytest.skip("needs a C++ compiler")
+    src = tmp_path / "level.cpp"
+    src.write_text(LEVEL_PROGRAM)
+    exe = tmp_path / "level"
+    cmd = [cxx, "-std=c++17", "-O1", "-Wall", "-Werror", f"-I{TESTS.parent / 'csrc'}", str(src), "-o", str(exe)]
+    subprocess.run(cmd + (["-DGK_CPU_LEVEL_BY_FEATURES"] if forced else []), check=True, timeout=120)
+    levels = [int(x) for x in subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()]
+    want = 4 if LEVELS["avx512"] <= flags else 3 if LEVELS["avx2"] <= flags else 0
+    assert len(levels) == 2 if forced else len(levels) in (2, 3)  # 3: with GCC >= 12's builtin answer
+    assert set(levels) == {want}, (levels, want)
 
 
 def _dynamic_functions(so):

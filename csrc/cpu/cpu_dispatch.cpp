@@ -1,5 +1,6 @@
 // Picks, once per process, the best instruction-set build of every CPU kernel for this machine.
 #include "cpu/cpu_dispatch.h"
+#include "cpu/cpu_level.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -29,15 +30,14 @@ const char* cpu_isa() {
     auto allowed = [&](const char* name) { return !cap || !*cap || std::strcmp(cap, name) == 0 ||
                                                   (std::strcmp(cap, "avx512") == 0 && std::strcmp(name, "avx2") == 0); };
 #if defined(__x86_64__)
-    // The builds are compiled for the x86-64 levels (CMakeLists.txt: -march=x86-64-v4 / -v3), so ask for
-    // exactly those: every feature of the level, with the OS saving its registers (libgcc reads XCR0
-    // through XGETBV: zmm/opmask state for v4, ymm for v3).
-    __builtin_cpu_init();
+    // the builds are compiled for x86-64 levels: ask for exactly those (cpu_level.h)
+    const int level = x86_level();
+    (void)level;
 #ifdef GK_HAVE_avx512
-    if (allowed("avx512") && __builtin_cpu_supports("x86-64-v4")) return "avx512";
+    if (allowed("avx512") && level >= 4) return "avx512";
 #endif
 #ifdef GK_HAVE_avx2
-    if (allowed("avx2") && __builtin_cpu_supports("x86-64-v3")) return "avx2";
+    if (allowed("avx2") && level >= 3) return "avx2";
 #endif
 #endif
     (void)allowed;
