@@ -1,30 +1,47 @@
 #!/usr/bin/env bash
-# The one prepared script for a lent GPU (H100/H200, no network). In this order (issue 16):
+# The one prepared script for a lent GPU (H100/H200, 16 cores, no network). In this order (issue 16):
 #   versions, build for sm_90, `genkernels info` (driver, runtime, device), one call per op on each GPU
-#   backend, the GPU test suite, compute-sanitizer memcheck / racecheck / synccheck / initcheck on a small
-#   case of every CUDA kernel, a CUDA-graph capture of every op, the benchmarks, and the wheel built on
-#   the CPU machine installed next to this machine's torch and next to a second torch version (a torch
-#   wheel already on the machine; without one the script says so and skips that step).
+#   backend, the wheel (built from this run's build) installed next to this machine's torch, the GPU
+#   tests, compute-sanitizer memcheck / racecheck / synccheck / initcheck on a small case of every CUDA
+#   kernel, a CUDA-graph capture of every op, the benchmarks, and the wheel next to a second torch
+#   version (a torch wheel already on the machine; without one the script says so and skips that step).
 # Runs from anywhere; works in the repository root.
 #
 #   OUT=/some/dir bash bench/gpu_check.sh
 #
-# Writes $OUT/gpu_check.log (everything), $OUT/bench_cuda*.json/.png, $OUT/pytest_gpu.xml. Every step has
-# its own time limit and the whole script stops before GPU_CHECK_BUDGET seconds (default 450); a failing
-# step is reported and later steps still run, except without a GPU: the first GPU step fails and the
-# script stops there (a dry run: GPU_CHECK_BUILD=always builds and runs `info` first; run it in a clone,
-# as the build replaces the tree's native modules).
+# Time: the whole script stops before GPU_CHECK_BUDGET seconds (default 300), so that two runs, each
+# with a machine start (1-2 min), fit a 15-minute device lease: 2 x (120 + 300 + 15) s = 14.5 min at
+# most. Run it with the device tool's timeout_s >= 330 (a step may overrun its limit by the 15 s that
+# `timeout` waits before a KILL); a rerun on a fresh machine can take only what the first run did not
+# pass (GPU_CHECK_ONLY). Each step has its own limit, clamped to the time left; a step that finds under
+# 15 s left is skipped (out of time), so the budget cuts the list from its end. Limits in seconds:
+#   versions 60, build 150, info 60, one call per op 60, wheel build 60, wheel next to this torch 45,
+#   gpu tests 90, compute-sanitizer memcheck 45, racecheck / synccheck / initcheck 30 each, cuda graph
+#   capture 30, bench headline cases 60, bench fp16/bf16 shapes (what is left), wheel next to a second
+#   torch 60: 810 s of limits for the 300 s budget (most steps end far below their limit: versions and
+#   info take seconds). The build on 16 cores is bound by its longest object (csrc/cuda/attention.cu,
+#   ~41 s of CPU on the 2-core machine) and CMake's configure, not by its total (bench/README.md).
+# A failing step is reported and later steps still run. Without a GPU (a dry run, GPU_CHECK_BUILD=always:
+# run it in a clone, as the build replaces the tree's native modules) the GPU steps are skipped one by
+# one, saying so, and the rest run: versions, build, info, and the wheel built, installed and imported
+# (its `genkernels info`, no calls).
 # genkernels is always this tree's (cwd and PYTHONPATH; genkernels._native loads native modules only from
 # the package's own directory). The build first removes the tree's _C and _C_cuda, so that a failed (or
 # timed-out) build leaves none: then `info` shows them not loaded, the CUDA-backend checks are skipped
 # (one line says so), the Triton checks still run, and the summary starts with the failed build.
-# Exit status: 0 all steps passed, 1 a step failed (or no GPU reached the GPU steps).
+# Exit status: 0 every step run passed on a GPU, 1 a step failed, 2 none failed but there was no GPU
+# (a dry run: nothing was checked on a GPU).
 #
-# Environment: PYTHON (default: the first of python, python3 that imports torch),
-# GPU_CHECK_BUDGET (seconds), GPU_CHECK_BUILD=always (build even without a GPU: compile check),
-# GPU_CHECK_BUILD_LIMIT (seconds for the build step, default 180; a dry run on 2 loaded cores needs more),
-# GPU_CHECK_ARCHS (default 90), GPU_CHECK_WHEEL (default: the newest dist/genkernels-*.whl),
-# GPU_CHECK_TORCH_WHEEL (the second torch; default: a torch-*.whl in .whl/ or dist/ of another version).
+# Environment: PYTHON (default: the first of python, python3 that imports torch), GPU_CHECK_BUDGET
+# (seconds), GPU_CHECK_BUILD=always (build even without a GPU: compile check), GPU_CHECK_BUILD_LIMIT
+# (seconds for the build step, default 150; a dry run on 2 loaded cores needs ~1500, and a budget to
+# match), GPU_CHECK_LIMIT_SCALE (an integer every step's limit is multiplied by, default 1: a dry run
+# on 2 loaded cores, where importing torch alone can take 20 s, needs ~4), GPU_CHECK_ARCHS (default 90), GPU_CHECK_ONLY (a comma list of shell patterns of step names,
+# e.g. 'compute-sanitizer*,cuda graph*': only those steps run, besides versions, build and info),
+# GPU_CHECK_WHEEL (a genkernels wheel to check instead of one built from this run's build; it must match
+# this machine's Python: one made on the CPU machine, Python 3.11, does not install on the lent
+# machine's 3.12), GPU_CHECK_TORCH_WHEEL (the second torch; default: a torch-*.whl in .whl/ or dist/ of
+# another version).
 set -u -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -37,12 +54,13 @@ exec > >(tee "$LOG") 2>&1
 TEE_PID=$!
 
 START=$(date +%s)
-BUDGET=${GPU_CHECK_BUDGET:-450}
+BUDGET=${GPU_CHECK_BUDGET:-300}
 DEADLINE=$((START + BUDGET))
 ARCHS=${GPU_CHECK_ARCHS:-90}
 PASSED=() FAILED=() SKIPPED=()
 STEP_RC=        # the exit status of the last step run ("" when it was skipped)
 BUILD_FAILED=   # the build step's failure, for the summary
+BUILT=          # 1 once the build step has passed
 
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
@@ -62,6 +80,8 @@ step() {
   local name=$1 limit=$2; shift 2
   local left=$((DEADLINE - $(date +%s) - 5))
   STEP_RC=
+  if ! wanted "$name"; then skip "$name" "not in GPU_CHECK_ONLY"; return 0; fi
+  limit=$((limit * ${GPU_CHECK_LIMIT_SCALE:-1}))
   if [ "$left" -lt 15 ]; then
     echo "=== [$name] SKIPPED: out of time (${left}s left of ${BUDGET}s)"
     SKIPPED+=("$name (out of time)"); return 0
@@ -89,6 +109,25 @@ step() {
 }
 
 skip() { echo; echo "=== [$1] SKIPPED: $2"; SKIPPED+=("$1 ($2)"); }
+
+# gpu_step: a step that needs a GPU; without one (a dry run) it is skipped, saying so.
+gpu_step() {
+  if [ "$HAVE_GPU" = 1 ]; then step "$@"; else skip "$1" "no GPU"; fi
+}
+
+# wanted NAME: does GPU_CHECK_ONLY (comma list of shell patterns) select step NAME? versions, the build
+# and info always run (a fresh machine needs the build; the log needs the versions).
+wanted() {
+  [ -z "${GPU_CHECK_ONLY:-}" ] && return 0
+  case "$1" in versions|build*|info) return 0 ;; esac
+  local pat pats
+  IFS=, read -ra pats <<< "$GPU_CHECK_ONLY"
+  for pat in "${pats[@]}"; do
+    # shellcheck disable=SC2053  # a pattern on purpose
+    [[ $1 == $pat ]] && return 0
+  done
+  return 1
+}
 
 # The cores this process may use (nproc alone answers OMP_NUM_THREADS, which a caller may have set to 1).
 cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
@@ -155,20 +194,45 @@ sanitize() {
     --print-limit 20 "$PY" "$GPU_CALLS"
 }
 
-# The wheel built on the CPU machine (`pip wheel --no-deps -w dist .`), installed in a throwaway venv that
-# sees this machine's torch (or, given a torch wheel, that torch installed over it), imported from outside
-# the repository, one call per op.
+# The genkernels wheel: GPU_CHECK_WHEEL, else the one built from this run's CMake build (`pip wheel`
+# without isolation, no network: the build step's objects and modules, packaged). A wheel is tied to
+# its CPython version (pybind11 modules).
+export WHEEL_DIR=$REPO/build/gpu-check-wheel
+wheel_file() {
+  if [ -n "${GPU_CHECK_WHEEL:-}" ]; then echo "$GPU_CHECK_WHEEL"; return 0; fi
+  ls "$WHEEL_DIR"/genkernels-*.whl 2>/dev/null | head -1
+}
+
+wheel_build() {
+  rm -rf "$WHEEL_DIR" "$REPO"/build/bdist.*   # a killed bdist leaves its dist-info behind (tests/test_wheel.py)
+  GENKERNELS_CUDA=1 GENKERNELS_CUDA_EMU=0 GENKERNELS_CUDA_ARCHS="$ARCHS" GENKERNELS_JOBS="$(cores)" \
+    GENKERNELS_BUILD_DIR="$REPO/build/gpu-check-sm$ARCHS" \
+    "$PY" -m pip wheel --no-deps --no-build-isolation --no-index -q -w "$WHEEL_DIR" "$REPO" || return 1
+  ls -l "$WHEEL_DIR"
+}
+
+# The wheel installed into a throwaway directory (pip --target: no venv to create, pip's own install
+# into one took 65 s under load) in front of this machine's site-packages, so next to its torch (or,
+# given a torch wheel, that torch installed beside it, in front of the machine's), imported from outside
+# the repository: its native modules must be the wheel's; with a GPU, one call per op.
 wheel_check() {
-  local torch_whl=${1:-}
-  local whl=${GPU_CHECK_WHEEL:-$(ls -t "$REPO"/dist/genkernels-*.whl 2>/dev/null | head -1)}
-  if [ -z "$whl" ] || [ ! -f "$whl" ]; then echo "no wheel (dist/genkernels-*.whl or GPU_CHECK_WHEEL)"; return 1; fi
-  local venv
-  venv=$(mktemp -d /tmp/gk_wheel_XXXX)
-  "$PY" -m venv --system-site-packages "$venv" && "$venv/bin/pip" install -q --no-deps --no-index "$whl" || return 1
-  if [ -n "$torch_whl" ]; then "$venv/bin/pip" install -q --no-deps --no-index "$torch_whl" || return 1; fi
-  (cd "$venv" && env -u PYTHONPATH REPO="$REPO" "$venv/bin/python" -c "import genkernels, torch; \
-print('wheel genkernels from', genkernels.__file__, 'torch', torch.__version__, 'from', torch.__file__)" && \
-    env -u PYTHONPATH REPO="$REPO" "$venv/bin/python" "$GPU_CALLS")
+  local torch_whl=${1:-} whl site
+  whl=$(wheel_file)
+  if [ -z "$whl" ] || [ ! -f "$whl" ]; then echo "no wheel (GPU_CHECK_WHEEL, or the wheel build's in $WHEEL_DIR)"; return 1; fi
+  site=$(mktemp -d /tmp/gk_wheel_XXXX)
+  "$PY" -m pip install -q --no-deps --no-index --no-compile --target "$site" "$whl" ${torch_whl:+"$torch_whl"} || return 1
+  (cd "$site" && export PYTHONPATH="$site" && SITE="$site" "$PY" -c "import importlib, os, genkernels, torch
+print('wheel', os.path.basename('$whl'), 'genkernels from', genkernels.__file__, 'torch', torch.__version__, 'from', torch.__file__)
+pkg = os.path.dirname(genkernels.__file__)
+assert pkg == os.path.join(os.environ['SITE'], 'genkernels'), f'genkernels from {pkg}, not the wheel'
+for name in ('_C', '_C_cuda'):
+    mod = importlib.import_module('genkernels.' + name)
+    print(name, mod.__file__)
+    assert os.path.dirname(mod.__file__) == pkg, f'{name} from {mod.__file__}, not the wheel'
+" && "$PY" -m genkernels.cli info && { [ "$HAVE_GPU" != 1 ] || "$PY" "$GPU_CALLS"; })
+  local rc=$?
+  rm -rf "$site"
+  return $rc
 }
 
 # A torch wheel of another version than this machine's, for wheel_check. The GPU machine is offline: one
@@ -184,25 +248,17 @@ second_torch_wheel() {
   return 1
 }
 
-# First GPU step without a GPU: report it clearly and stop (a dry run ends here).
-stop_without_gpu() {
-  if [ "$HAVE_GPU" != 1 ]; then
-    echo; echo "!!! stopping after [$1]: no GPU on this machine; the later steps need one"
-    SKIPPED+=("everything after $1 (no GPU)")
-    finish
-  fi
-}
-
 finish() {
   echo
   echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
   [ -n "$BUILD_FAILED" ] && echo "  BUILD FAILED: $BUILD_FAILED"
+  [ "$HAVE_GPU" != 1 ] && echo "  NO GPU: a dry run; nothing was run on a GPU (the GPU steps are listed as skipped)"
   for s in "${PASSED[@]+"${PASSED[@]}"}"; do echo "  passed   $s"; done
   for s in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  skipped  $s"; done
   for s in "${FAILED[@]+"${FAILED[@]}"}"; do echo "  FAILED   $s"; done
   echo "files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
   local status=0
-  if [ "${#FAILED[@]}" -gt 0 ] || [ "$HAVE_GPU" != 1 ]; then status=1; fi
+  if [ "${#FAILED[@]}" -gt 0 ]; then status=1; elif [ "$HAVE_GPU" != 1 ]; then status=2; fi
   echo "exit status $status"
   exec 1>&- 2>&-
   wait "$TEE_PID" 2>/dev/null
@@ -213,19 +269,22 @@ echo "genkernels gpu_check: $(date -Is) in $REPO, budget ${BUDGET}s, archs sm_$A
 step versions 60 versions
 
 HAVE_GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+export HAVE_GPU   # (the steps that are functions run in a child bash)
 if [ "$HAVE_GPU" != 1 ]; then
-  echo; echo "!!! no GPU: torch.cuda.is_available() is not True; the CUDA steps are skipped"
+  echo; echo "!!! no GPU: torch.cuda.is_available() is not True; the GPU steps are skipped"
 fi
 
 GPU_BACKENDS=cuda,triton   # the backends the GPU checks call
 if [ "$HAVE_GPU" = 1 ] || [ "${GPU_CHECK_BUILD:-}" = always ]; then
-  step "build sm_$ARCHS" "${GPU_CHECK_BUILD_LIMIT:-180}" build
-  if [ "$STEP_RC" != 0 ]; then
+  step "build sm_$ARCHS" "${GPU_CHECK_BUILD_LIMIT:-150}" build
+  if [ "$STEP_RC" = 0 ]; then
+    BUILT=1
+  else
     BUILD_FAILED=${FAILED[-1]:-build sm_$ARCHS: not run}
     [ -z "$STEP_RC" ] && BUILD_FAILED="build sm_$ARCHS: not run (out of time)"
     BUILD_FAILED+="; this tree has no genkernels._C / _C_cuda: backends cuda and cpu untested, the Triton checks ran without them"
     GPU_BACKENDS=triton
-    echo; echo "!!! build sm_$ARCHS failed: CUDA-backend checks SKIPPED (calls, compute-sanitizer racecheck/synccheck/initcheck, graph capture and tests on backend cuda); the Triton checks run on genkernels from $REPO"
+    echo; echo "!!! build sm_$ARCHS failed: CUDA-backend checks SKIPPED (calls, compute-sanitizer racecheck/synccheck/initcheck, graph capture and tests on backend cuda; the wheel); the Triton checks run on genkernels from $REPO"
     SKIPPED+=("CUDA-backend checks (build sm_$ARCHS failed)")
   fi
 else
@@ -235,39 +294,54 @@ export GK_BACKENDS=$GPU_BACKENDS   # bench/gpu_calls.py's backends
 
 step info 60 "$PY" -m genkernels.cli info
 
-step "one call per op" 90 "$PY" "$GPU_CALLS"
-stop_without_gpu "one call per op"
-
-# (tests/test_benchmark.py checks CPU benchmark machinery, run by CI; the bench steps below use it on the GPU)
-step "gpu tests" 110 "$PY" -m pytest tests -q -m "not slow" --maxfail=20 -rfE -p no:cacheprovider \
-  --ignore=tests/test_benchmark.py --junitxml="$OUT/pytest_gpu.xml"
-step "compute-sanitizer memcheck" 60 sanitize memcheck
-if [ -z "$BUILD_FAILED" ]; then
-  for tool in racecheck synccheck initcheck; do   # the CUDA kernels' shared memory, barriers, reads
-    step "compute-sanitizer $tool" 40 sanitize "$tool" cuda
-  done
+gpu_step "one call per op" 60 "$PY" "$GPU_CALLS"
+# The wheel early: it is cheap once the build is there (a relink), and the budget cuts the list's end.
+rm -rf "$WHEEL_DIR"   # no earlier run's wheel passes for this one's
+if [ -n "$BUILD_FAILED" ]; then
+  skip "wheel" "build sm_$ARCHS failed"
+elif [ -z "${GPU_CHECK_WHEEL:-}" ] && [ "$BUILT" != 1 ]; then
+  skip "wheel" "no build to make it from (GPU_CHECK_BUILD=always) and no GPU_CHECK_WHEEL"
+else
+  [ -z "${GPU_CHECK_WHEEL:-}" ] && step "wheel build" 60 wheel_build
+  step "wheel next to this torch" 45 wheel_check
 fi
-step "cuda graph capture" 40 env GK_GRAPH=1 "$PY" "$GPU_CALLS"
+# The files whose tests take CUDA tensors when there is a GPU (DEVICE, "cuda" backends), on
+# pytest-xdist's workers where it is installed (one GPU is plenty for them).
+GPU_TESTS=(tests/test_adain.py tests/test_attention.py tests/test_attention_tf32x3.py tests/test_cuda_group_norm.py
+  tests/test_ddim_step.py tests/test_fuzz.py tests/test_group_norm_silu.py tests/test_native_load.py
+  tests/test_nonfinite.py tests/test_norm_outliers.py tests/test_op_calls.py tests/test_triton_compile.py
+  tests/test_vq_nearest.py)
+XDIST=(); "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 8)
+gpu_step "gpu tests" 90 "$PY" -m pytest "${GPU_TESTS[@]}" "${XDIST[@]}" -q -m "not slow" --maxfail=20 -rfE \
+  -p no:cacheprovider --junitxml="$OUT/pytest_gpu.xml"
+gpu_step "compute-sanitizer memcheck" 45 sanitize memcheck
+for tool in racecheck synccheck initcheck; do   # the CUDA kernels' shared memory, barriers, reads
+  if [ -n "$BUILD_FAILED" ]; then break; fi
+  gpu_step "compute-sanitizer $tool" 30 sanitize "$tool" cuda
+done
+gpu_step "cuda graph capture" 30 env GK_GRAPH=1 "$PY" "$GPU_CALLS"
 # The headline case of every op first (each case compiles its torch.compile impl: seconds each), then as
 # many of the SD/StyleGAN shapes in fp16/bf16 as the time left allows (the bench writes its JSON after
-# every case, so a cut-short run keeps what it measured); the wheel checks keep their time.
+# every case, so a cut-short run keeps what it measured); the second-torch wheel check keeps its time.
 TORCH_WHL=$(second_torch_wheel) || TORCH_WHL=
-step "bench cuda (headline cases)" 100 "$PY" -m genkernels.cli bench --device cuda --quick --out bench/results
+gpu_step "bench cuda (headline cases)" 60 "$PY" -m genkernels.cli bench --device cuda --quick --out bench/results
 collect
-reserve=50; [ -n "$TORCH_WHL" ] && reserve=115   # the wheel checks' limits, plus margin
+reserve=5; [ -n "$TORCH_WHL" ] && [ -z "$BUILD_FAILED" ] && reserve=65   # its limit, plus margin
 full_limit=$(( DEADLINE - $(date +%s) - reserve ))
-if [ "$full_limit" -gt 40 ]; then
-  step "bench cuda (fp16/bf16 shapes)" "$full_limit" "$PY" -m genkernels.cli bench --device cuda \
+if [ "$HAVE_GPU" = 1 ] && [ "$full_limit" -lt 40 ]; then
+  skip "bench cuda (fp16/bf16 shapes)" "not enough time left"
+else
+  gpu_step "bench cuda (fp16/bf16 shapes)" "$full_limit" "$PY" -m genkernels.cli bench --device cuda \
     --ops group_norm_silu,attention,ddim_step,vq_nearest,adain --dtypes bfloat16,float16 --out bench/results
   collect
-else
-  skip "bench cuda (fp16/bf16 shapes)" "not enough time left"
 fi
-step "wheel next to this torch" 40 wheel_check
-if [ -n "$TORCH_WHL" ]; then
+if [ -n "$BUILD_FAILED" ]; then
+  :
+elif [ -n "$TORCH_WHL" ]; then
   step "wheel next to a second torch ($(basename "$TORCH_WHL"))" 60 wheel_check "$TORCH_WHL"
 else
-  skip "wheel next to a second torch" "no torch wheel of another version than this machine's on it (offline: \
-set GPU_CHECK_TORCH_WHEEL=/path/torch-X.whl, or put one in .whl/ or dist/)"
+  skip "wheel next to a second torch" "no torch wheel of another version than this machine's here (set \
+GPU_CHECK_TORCH_WHEEL=/path/torch-X.whl, or put one in .whl/ or dist/; the lent GPU machine is offline and \
+the device tool carries at most 64 MiB, less than a torch wheel)"
 fi
 finish

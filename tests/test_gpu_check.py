@@ -1,8 +1,9 @@
 """bench/gpu_check.sh after a failed build, dry-run without a GPU in a copy of the tree (the build step
 removes the tree's native modules): the tree's old modules are gone, `genkernels info` reports this
 tree's modules as not loaded (not another checkout's), one line says the CUDA-backend checks are
-skipped, and the summary starts with the failed build. A run costs about 15 s of CPU (the script's
-versions, info and call steps), hence `long`."""
+skipped, the GPU steps are skipped one by one (no GPU), the wheel too (no build), and the summary starts
+with the failed build. A run costs about 15 s of CPU (the script's versions and info steps), hence
+`long`."""
 import os
 import shutil
 import subprocess
@@ -39,4 +40,11 @@ def test_failed_build_is_unambiguous(tmp_path):
     assert "genkernels._C_cuda: not loaded" in log
     summary = log[log.index("=== summary"):]
     assert summary.splitlines()[1].startswith("  BUILD FAILED: build sm_90: TIMED OUT after 1s"), summary
+    assert summary.splitlines()[2].startswith("  NO GPU: a dry run"), summary
+    # without a GPU each GPU step is skipped by name and the run goes on to the end
+    for name in ("one call per op", "gpu tests", "compute-sanitizer memcheck", "cuda graph capture",
+                 "bench cuda (headline cases)"):
+        assert f"  skipped  {name} (no GPU)" in summary, summary
+    assert "  skipped  wheel (build sm_90 failed)" in summary, summary
+    assert "exit status 1" in summary
     assert (tmp_path / "out" / "gpu_check.log").read_text() == log
