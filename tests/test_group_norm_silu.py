@@ -27,6 +27,7 @@ SHAPES = [
     ((1, 12, 3, 4, 5), 3),  # 3-D spatial
     ((4, 8, 1, 1), 8),      # instance-norm-like, HW = 1
     ((2, 16), 4),           # no spatial dims
+    ((1, 96, 3, 3), 1),     # short rows, a group longer than one run of them (csrc/cpu group_norm.cpp)
 ]
 
 
