@@ -11,12 +11,12 @@ subset still holds each group's highest register count and largest spill (`--wri
 the file from that run). Prints a table (CI: * for
 the subset) and a summary; exit 1 on any error.
 
-Beyond "it compiles": attention at every head-dim bucket (8..256) and float64 for every op (attention's
-Triton wrappers must refuse float64 with a ValueError: the op routes it elsewhere); the precision of
-attention's products read from the TTIR and PTX (float32 data: tf32x3; 16-bit data: native f16/bf16 mma);
-registers, spill stores and stack of every specialisation from ptxas's -v report of the same compile
-(Triton's own n_regs / n_spills come from the CUDA driver, which needs a GPU): a spill is an error
-unless KNOWN_SPILLS accepts it.
+Beyond "it compiles": attention at every head-dim bucket (8..256), causal or not, and float64 for every
+op (attention's Triton wrappers must refuse float64 with a ValueError: the op routes it elsewhere); the
+precision of attention's products read from the TTIR and PTX (float32 data: tf32x3; 16-bit data: native
+f16/bf16 mma); registers, spill stores and stack of every specialisation from ptxas's -v report of the
+same compile (Triton's own n_regs / n_spills come from the CUDA driver, which needs a GPU): a spill is an
+error unless KNOWN_SPILLS accepts it.
 """
 import argparse
 import contextlib
@@ -40,25 +40,24 @@ MAX_SHARED = 227 * 1024  # per block on sm_90
 TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
          torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.bool: "i1"}
 # Spills accepted: (kernel, data dtype, attention's BD or None) -> the largest spill stores (bytes) of
-# its variants at the last count (sm_90, ptxas 13.4 bundled with triton 3.9): any other spill, or one
-# past its ceiling, is an error. Only float32 attention is left (tf32x3 holds a high and a low part of
-# every operand; its tiles were chosen as the least spilled of those tried, triton/attention.py _meta;
-# "ieee" products spilled up to 140 KB). SPILL_SLACK: small counts move with unrelated kernel edits
-# (fp16 BD=32 dk/dv: 8 bytes at 255 registers before the non-finite edit of triton/attention.py, 0 at
-# 221 after), so a spill fails only past its ceiling plus this.
+# its variants (masked, causal) at the last full run (sm_90, ptxas 13.4 bundled with triton 3.9): any
+# other spill, or one past its ceiling, is an error. Only float32 attention is left (tf32x3 holds a
+# high and a low part of every operand; triton/attention.py _tiles: 16x16 tiles without software
+# pipelining, which cut BD = 256 from 18176 / 11712 / 1060 B to 480 / 224 / 20 B unmasked and
+# non-causal; the largest below are causal, first compiled at every BD in that run). SPILL_SLACK: small
+# counts move with unrelated kernel edits (fp16 BD=32 dk/dv: 8 bytes at 255 registers before the
+# non-finite edit of triton/attention.py, 0 at 221 after), so a spill fails only past its ceiling plus
+# this.
 SPILL_SLACK = 64
 KNOWN_SPILLS = {
-    ("_bwd_dkdv_kernel", "fp32", 32): 72,
-    ("_bwd_dkdv_kernel", "fp32", 64): 520,
-    ("_bwd_dkdv_kernel", "fp32", 128): 2252,
-    ("_bwd_dkdv_kernel", "fp32", 256): 18176,
-    ("_bwd_dq_kernel", "fp32", 32): 52,
-    ("_bwd_dq_kernel", "fp32", 64): 488,
-    ("_bwd_dq_kernel", "fp32", 128): 712,
-    ("_bwd_dq_kernel", "fp32", 256): 11712,
-    ("_fwd_kernel", "fp32", 64): 32,
-    ("_fwd_kernel", "fp32", 128): 48,
-    ("_fwd_kernel", "fp32", 256): 1060,
+    ("_bwd_dkdv_kernel", "fp32", 16): 32,
+    ("_bwd_dkdv_kernel", "fp32", 64): 4,
+    ("_bwd_dkdv_kernel", "fp32", 128): 504,
+    ("_bwd_dkdv_kernel", "fp32", 256): 1692,
+    ("_bwd_dq_kernel", "fp32", 64): 4,
+    ("_bwd_dq_kernel", "fp32", 128): 312,
+    ("_bwd_dq_kernel", "fp32", 256): 1312,
+    ("_fwd_kernel", "fp32", 256): 764,
 }
 PTXAS_REGS = re.compile(r"Used (\d+) registers")
 PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -102,18 +101,20 @@ def spec_label(fn, sig, consts):
     return fn.__name__, dtype, flags
 
 
-HEAD_DIMS = (8, 32, 128, 256)  # with op_calls (d = 40, 64, 160): every BD bucket of triton/attention.py
+# With op_calls (d = 40, 64, 160; causal at 64): every BD bucket of triton/attention.py, causal or not
+# (the causal path takes every head dim; its diagonal tiles add products, so it has its own tiles)
+HEAD_DIMS = (8, 32, 128, 256)
 
 
 def _head_dim_calls(dt):
     import genkernels
 
-    def call(d):
+    def call(d, causal):
         def f():
             q, k, v = (torch.randn(1, 2, 33, d, dtype=dt, requires_grad=True) for _ in range(3))
-            genkernels.attention(q, k, v).sum().backward()
+            genkernels.attention(q, k, v, is_causal=causal).sum().backward()
         return f
-    return {f"attention d={d}": call(d) for d in HEAD_DIMS}
+    return {f"attention d={d}{' causal' * causal}": call(d, causal) for d in HEAD_DIMS for causal in (False, True)}
 
 
 def drive(errors):

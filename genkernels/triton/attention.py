@@ -240,23 +240,36 @@ def _check_dtype(q):
                          "use the cuda, cpu or reference backend")
 
 
+def _tiles(dtype, causal, BD):
+    """(BM, BN, num_warps, num_stages or None for Triton's default) of the three kernels, chosen by the
+    registers and spills of each at sm_90 (tests/triton_sm90_build.py reports them; 255 registers is the
+    ceiling, past it a thread spills to local memory).
+    float32 (tf32x3: a high and a low part of each operand live at once) from BD = 32 on: 16x16 tiles
+    and num_stages=1 (no software-pipelined tile loads held in registers), 8 warps at BD = 256. Of those
+    tried at BD = 256 this cut the spill stores from 1060 / 18176 / 11712 bytes (fwd / dk,dv / dq at
+    32x32 on 8 warps, Triton's default stages) to 20 / 480 / 224; at BD <= 128 to 0 / 60 / 0 or less.
+    16-bit data at BD >= 32 takes 8 warps (the dk/dv kernel at 4 spilled at 255 registers: its k, v, dk,
+    dv tiles stay in registers for the whole loop). Causal 16-bit takes smaller tiles: the diagonal
+    tiles' extra products (_kept_dot) spilled 80-1104 B per kernel at BD 16, 32 and 128 on the
+    non-causal tiles (564-904 B at BD = 256 on 32x32), none on these."""
+    if dtype == torch.float32:
+        return (32, 32, 4, None) if BD == 16 else (16, 16, 8 if BD == 256 else 4, 1)
+    warps = 8 if BD >= 32 else 4
+    if not causal:
+        return 32 if BD > 64 else 64, 64 if BD <= 128 else 32, warps, None
+    BM, BN = {16: (32, 64), 32: (32, 32), 64: (32, 64), 128: (32, 16), 256: (16, 16)}[BD]
+    return BM, BN, warps, None
+
+
 def _meta(q, mask, causal, D):
-    """The kernels' compile-time arguments and launch options, chosen by the registers and spills of
-    every kernel at sm_90 (tests/triton_sm90_build.py reports them). 16-bit data at BD >= 32 takes 8
-    warps (the dk/dv kernel at 4 spilled at 255 registers: its k, v, dk, dv tiles stay in registers for
-    the whole loop); causal at BD = 64 32-row query blocks (the diagonal tiles' extra products spilled at
-    64 rows, on 4 or 8 warps). float32 (tf32x3: a high and a low part of each operand) takes 32x32
-    tiles, 8 warps at BD = 256: the least spilled at each BD of those tried that fit in shared memory
-    (32x64 on 8 warps at BD = 128 spilled less but its dk/dv kernel needs 246,272 B > 227 KB)."""
+    """The kernels' compile-time arguments and launch options (_tiles)."""
     BD = max(16, triton.next_power_of_2(D))
-    if q.dtype == torch.float32:
-        BM, BN, warps = 32, 32, 8 if BD == 256 else 4
-    else:
-        BM = 32 if BD > 64 or (causal and BD == 64) else 64
-        BN = 64 if BD <= 128 else 32
-        warps = 8 if BD >= 32 else 4
-    return dict(HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD,
+    BM, BN, warps, stages = _tiles(q.dtype, bool(causal), BD)
+    meta = dict(HAS_MASK=mask is not None, CAUSAL=bool(causal), BM=BM, BN=BN, BD=BD,
                 PREC=PREC.get(q.dtype, "ieee"), UPCAST=_upcast(q), num_warps=warps)
+    if stages is not None:
+        meta["num_stages"] = stages
+    return meta
 
 
 def attention_fwd(q, k, v, mask, out, lse, B, H, Lq, Lk, D, *strides_causal_scale):
