@@ -2,7 +2,8 @@
 //
 // Forward: K and V of every (batch, head) are packed once per call (threaded): K transposed into
 // panels of NW = NR * VL keys, [D][NW] each, V as rows [Lk][Dp] (Dp = D rounded up to a vector), both
-// in the accumulation type, plus a per-key bias (0, or -inf for padding / masked keys). Tasks are
+// in the accumulation type, plus a per-key bias (0, or -inf for padding / masked keys). V is read in
+// place instead where its rows already serve (float/double data, no mask, D whole half vectors). Tasks are
 // (batch*head, block of MB query rows). A task reads its query rows in place (16-bit ones converted
 // to a row-major copy) and walks the keys in tiles of about 256 keys (the K and V tiles stay in L2):
 //   1. logits: a register-blocked micro-kernel, MR x NR vector accumulators over all of D, written
