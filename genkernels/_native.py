@@ -168,7 +168,7 @@ def call(args, dtype: torch.dtype) -> None:
             sizes.append(0)
         else:
             ptrs.append(t.data_ptr())
-            sizes.append(nbytes(t))
+            sizes.append(t.nbytes if t.is_contiguous() else nbytes(t))  # (nbytes' common case, inline)
     native = (DTYPE_CODES[dtype], ptrs, sizes, args[n_ptrs:n_ints], args[n_ints:])
     if profiler_on():
         # a range `genkernels::<kernel>`: the eager fast path skips the dispatcher, so the profiler

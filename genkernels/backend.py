@@ -112,12 +112,15 @@ def backend_error(name: str, device: torch.device) -> str | None:
     return f"unknown backend {name!r}"
 
 
-def resolve(op: str, device: torch.device, gpu_order=("cuda", "triton"), name: str | None = None) -> str:
-    """The backend that runs `op` on `device`: `name` if given (e.g. the one a forward pass used),
-    else the current selection."""
-    if (name is None and device.type == "cpu" and current_backend() == "auto"
-            and _native._modules.get("_C") is not None):  # the common eager case, without the lookups below
-        return "cpu"
+def resolve(op: str, where, gpu_order=("cuda", "triton"), name: str | None = None) -> str:
+    """The backend that runs `op` on `where` (a torch.device, or a tensor: its device): `name` if given
+    (e.g. the one a forward pass used), else the current selection."""
+    if type(where) is torch.device:
+        device = where
+    elif name is None and where.is_cpu and current_backend() == "auto" and _native._modules.get("_C") is not None:
+        return "cpu"  # the common eager case, without building a device object or the lookups below
+    else:
+        device = where.device
     name = current_backend() if name is None or name == "auto" else name
     if name != "auto":
         err = backend_error(name, device)

@@ -1,11 +1,14 @@
 """The named native boundary: each kernel's argument names are declared once (csrc/common/*_args.h),
 exported by every compiled module as kernel_args(), and matched by the NamedTuples the ops build their
 calls from (genkernels/ops/_kernels.py). A mismatch, a wrong name or a wrong count is a clear error."""
+import ast
+import pathlib
 from typing import NamedTuple, Optional
 
 import pytest
 import torch
 
+import genkernels
 from genkernels import _native
 from genkernels.ops._kernels import KERNEL_ARGS, GroupNormFwd
 
@@ -111,3 +114,52 @@ def test_every_kernel_family_has_its_triton_entry_point():
             assert len(params) == len(args._fields), args.KERNEL
         else:
             assert len([p for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]) < len(args._fields)
+
+
+_ARGS_BY_NAME = {a.__name__: a for a in KERNEL_ARGS}
+
+
+def kernel_args_calls(source: str, filename: str = "<source>"):
+    """(where, class name, problem or None) for every call of a kernel-argument NamedTuple class in
+    `source`. The ops build them positionally (a call of more than 15 keywords builds a dict first),
+    so each argument must be a plain name equal to its field, in the fields' order: a swapped or
+    renamed argument is then a visible mismatch, never a shifted value."""
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+        if name not in _ARGS_BY_NAME:
+            continue
+        fields = _ARGS_BY_NAME[name]._fields
+        got = [a.id if isinstance(a, ast.Name) else ast.unparse(a) for a in node.args]
+        if node.keywords:
+            problem = "keywords: build it positionally from variables named as its fields"
+        elif not all(isinstance(a, ast.Name) for a in node.args) or tuple(got) != fields:
+            problem = f"arguments {got} are not the fields {list(fields)} in order"
+        else:
+            problem = None
+        yield f"{filename}:{node.lineno}", name, problem
+
+
+def test_kernel_args_are_built_from_variables_named_as_their_fields():
+    pkg = pathlib.Path(genkernels.__file__).parent
+    built, bad = set(), []
+    for path in sorted(pkg.rglob("*.py")):
+        for where, name, problem in kernel_args_calls(path.read_text(), str(path.relative_to(pkg))):
+            built.add(name)
+            if problem:
+                bad.append(f"{where} {name}: {problem}")
+    assert not bad, "\n".join(bad)
+    assert built == set(_ARGS_BY_NAME)  # every kernel's arguments are built somewhere, and checked here
+
+
+def test_a_swapped_or_keyword_construction_is_reported():
+    fields = ", ".join(GroupNormFwd._fields)
+    assert [p for *_, p in kernel_args_calls(f"GroupNormFwd({fields})")] == [None]
+    swapped = fields.replace("weight, bias", "bias, weight")
+    for src in (f"GroupNormFwd({swapped})", f"_kernels.GroupNormFwd({fields.replace('x, y', 'x, out')})",
+                f"GroupNormFwd({fields.replace('eps', '1e-5')})", "GroupNormFwd(x=x)",
+                f"GroupNormFwd({fields}, extra)"):
+        [(_, name, problem)] = kernel_args_calls(src)
+        assert name == "GroupNormFwd" and problem, src

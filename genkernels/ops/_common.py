@@ -102,17 +102,9 @@ def param(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tenso
 def launch(backend: str, args, dtype: torch.dtype) -> None:
     """Runs the kernel of `args` (a NamedTuple of ops/_kernels.py: the kernel's arguments by name) on a
     compiled backend, for data of `dtype`. Native and Triton kernels take the same arguments in the
-    same order. Kernels read raw memory, so a lazily negated view (e.g. ``complex.conj().imag``) is
-    materialised first. Triton launches on the current CUDA device, so its kernels run with the
-    tensors' device made current (the native CUDA kernels set it themselves)."""
-    for t in args:  # the tensors come first (ops/_kernels.py): a plain loop that stops at the first int
-        if t is None:
-            continue
-        if type(t) is int or not isinstance(t, torch.Tensor):  # (isinstance is slow for an int)
-            break
-        if t.is_neg():
-            args = type(args)(*(t.resolve_neg() if isinstance(t, torch.Tensor) else t for t in args))
-            break
+    same order. Kernels read raw memory: no tensor may be a lazily negated view (``Op`` sends those
+    through the dispatcher, which resolves them). Triton launches on the current CUDA device, so its
+    kernels run with the tensors' device made current (the native CUDA kernels set it themselves)."""
     if backend == "triton":
         import importlib
 
@@ -174,7 +166,7 @@ class Op:
     to the registered op's (defaults, Python/numpy numbers, strings to flags) and calls its Op with
     them. `check` checks the registered op's arguments (a ValueError/TypeError naming the bad one);
     every path below runs it exactly once per call:
-      - plain eager (as plain_eager: nothing `watched`, only PLAIN_TENSORS): `check`, then `impl`
+      - plain eager (as plain_eager: nothing `watched`, only plain tensors, see _scan): `check`, then `impl`
         directly, or, when autograd records the call, `impl` inside a torch.autograd.Function whose
         context and backward are the registered op's own `setup_context` / `backward` (so both paths
         run the same forward and backward functions);
@@ -238,12 +230,16 @@ _NOT_TENSORS = frozenset((type(None), bool, int, float, str))  # (isinstance(v, 
 
 
 def _scan(inputs) -> tuple:
-    """(no input is a tensor subclass, an input tensor requires grad): one pass for Op.__call__,
-    plain_eager and needs_grad."""
+    """(every input tensor is plain, an input tensor requires grad): one pass for Op.__call__,
+    plain_eager and needs_grad. Plain: of PLAIN_TENSORS and not a lazily negated view (e.g.
+    ``complex.conj().imag``): the kernels read raw memory, and the dispatcher resolves such views for
+    a registered op, so they take its path."""
     plain, grad = True, False
     for t in inputs:
         kind = type(t)
         if kind in PLAIN_TENSORS:
+            if t.is_neg():
+                plain = False
             grad = grad or t.requires_grad
         elif kind not in _NOT_TENSORS and isinstance(t, torch.Tensor):
             plain, grad = False, grad or t.requires_grad

@@ -108,45 +108,47 @@ def differentiable_grads(dy, x, w, b, scale, shift, G, eps, silu, one_plus_scale
     return out
 
 
-def norm_forward(backend, x, G, w, b, scale, shift, eps, silu, one_plus_scale):
+def norm_forward(backend, x, G, weight, bias, scale, shift, eps, silu, one_plus_scale):
     """(y, mean [N, G], rstd [N, G]) on `backend`; y keeps x's memory format."""
     if backend == "reference":
-        return reference_forward(x, G, w, b, scale, shift, eps, silu, one_plus_scale)
+        return reference_forward(x, G, weight, bias, scale, shift, eps, silu, one_plus_scale)
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
-    xd, cl = dense_layout(x)
-    y = empty_out(x)  # xd's strides, so y[i] sits where the kernel reads x[i]
-    mean = xd.new_empty((N, G), dtype=acc)
-    rstd = xd.new_empty((N, G), dtype=acc)
-    HW = math.prod(x.shape[2:])
+    x, channels_last = dense_layout(x)
+    y = torch.empty_like(x)  # x is densely packed: its strides are empty_out(x)'s (what the fake returns)
+    mean = x.new_empty((N, G), dtype=acc)
+    rstd = x.new_empty((N, G), dtype=acc)
     if y.numel() == 0:
         return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
-    launch(backend, GroupNormFwd(
-        x=xd, y=y, weight=param(w, acc), bias=param(b, acc), scale=param(scale, acc), shift=param(shift, acc),
-        mean=mean, rstd=rstd, N=N, C=C, HW=HW, G=G, silu=int(silu), one_plus_scale=int(one_plus_scale),
-        channels_last=int(cl), eps=eps), x.dtype)
+    HW = math.prod(x.shape[2:])
+    weight, bias, scale, shift = param(weight, acc), param(bias, acc), param(scale, acc), param(shift, acc)
+    silu, one_plus_scale, channels_last = int(silu), int(one_plus_scale), int(channels_last)
+    # positional, from variables named as GroupNormFwd's fields (tests/test_native_args.py)
+    launch(backend, GroupNormFwd(x, y, weight, bias, scale, shift, mean, rstd, N, C, HW, G, silu, one_plus_scale,
+                                 channels_last, eps), x.dtype)
     return y, mean, rstd
 
 
-def norm_backward(backend, dy, x, mean, rstd, w, b, scale, shift, G, eps, silu, one_plus_scale):
+def norm_backward(backend, dy, x, mean, rstd, weight, bias, scale, shift, G, eps, silu, one_plus_scale):
     """(dx, dw [C], db [C], dscale [N, C], dshift [N, C]); parameter grads in the accumulation dtype."""
     if backend == "reference":
-        return reference_backward(dy, x, mean, rstd, w, b, scale, shift, G, silu, one_plus_scale)
+        return reference_backward(dy, x, mean, rstd, weight, bias, scale, shift, G, silu, one_plus_scale)
     acc = acc_dtype(x.dtype)
     N, C = x.shape[:2]
-    xd, cl = dense_layout(x)
-    dyd = to_layout(dy.to(x.dtype), cl)
-    dx = empty_out(x)
-    sdz = torch.zeros((N, C), dtype=acc, device=x.device)
-    sdzx = torch.zeros((N, C), dtype=acc, device=x.device)
+    x, channels_last = dense_layout(x)
+    dy = to_layout(dy.to(x.dtype), channels_last)
+    dx = torch.empty_like(x)  # x is densely packed: its strides are empty_out(x)'s
+    sum_dz = torch.zeros((N, C), dtype=acc, device=x.device)
+    sum_dz_xhat = torch.zeros((N, C), dtype=acc, device=x.device)
+    weight, bias, scale, shift = param(weight, acc), param(bias, acc), param(scale, acc), param(shift, acc)
     if dx.numel():
         HW = math.prod(x.shape[2:])
-        launch(backend, GroupNormBwd(
-            dy=dyd, x=xd, weight=param(w, acc), bias=param(b, acc), scale=param(scale, acc),
-            shift=param(shift, acc), mean=mean.contiguous(), rstd=rstd.contiguous(), dx=dx, sum_dz=sdz,
-            sum_dz_xhat=sdzx, N=N, C=C, HW=HW, G=G, silu=int(silu), one_plus_scale=int(one_plus_scale),
-            channels_last=int(cl)), x.dtype)
-    return (dx,) + param_grads(sdz, sdzx, w, b, scale, one_plus_scale)
+        mean, rstd = mean.contiguous(), rstd.contiguous()
+        silu, one_plus_scale, channels_last = int(silu), int(one_plus_scale), int(channels_last)
+        # positional, from variables named as GroupNormBwd's fields (tests/test_native_args.py)
+        launch(backend, GroupNormBwd(dy, x, weight, bias, scale, shift, mean, rstd, dx, sum_dz, sum_dz_xhat,
+                                     N, C, HW, G, silu, one_plus_scale, channels_last), x.dtype)
+    return (dx,) + param_grads(sum_dz, sum_dz_xhat, weight, bias, scale, one_plus_scale)
 
 
 def param_grads(sdz, sdzx, w, b, scale, one_plus_scale):
@@ -212,7 +214,7 @@ def _(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_
 def _backward_backend(dy, x, mean, rstd, weight, bias, scale, shift, num_groups, eps, silu, one_plus_scale,
                       backend):
     """The backend norm_backward_op runs on: `backend` (the forward's), "auto" resolved now."""
-    return resolve("norm_backward", x.device, name=backend)
+    return resolve("norm_backward", x, name=backend)
 
 
 _run_backward = Op("norm_backward", norm_backward_op, check_backward_args, _backward_impl,

@@ -74,15 +74,6 @@ def _kernel_view(t: Tensor, heads: int) -> Tuple[Tensor, Tensor]:
     return t, v
 
 
-def _strides(**views: Tensor) -> dict:
-    """The kernels' stride arguments ({name}_sb, _sh, _sl: batch, head, row) of [B, H, L, d] views."""
-    out = {}
-    for name, v in views.items():
-        sb, sh, sl, _ = v.stride()  # (one stride() call per view: v.stride(i) costs as much each)
-        out[name + "_sb"], out[name + "_sh"], out[name + "_sl"] = sb, sh, sl
-    return out
-
-
 # ----------------------------------------------------------------------------------- reference
 def _unread_padding(t: Tensor, mask: Optional[Tensor]) -> Tensor:
     """Keys/values [B, H, L, d] with the padding keys zeroed: a padding key is never read (its NaN
@@ -216,7 +207,7 @@ def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optio
                       heads: int, is_causal: bool = False) -> Tuple[Tensor, Tensor]:
     if backend == "reference":
         return reference_forward(q, k, v, mask, scale, heads, is_causal)
-    B, H, Lq, Lk, d = _dims(q, k, heads)
+    B, H, Lq, Lk, D = _dims(q, k, heads)
     acc = acc_dtype(q.dtype)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, Lq), dtype=acc, device=q.device)
@@ -225,27 +216,31 @@ def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optio
     q, qv = _kernel_view(q, heads)
     k, kv = _kernel_view(k, heads)
     v, vv = _kernel_view(v, heads)
-    ov = _heads_view(out, heads)
-    launch(backend, AttentionFwd(q=q, k=k, v=v, key_padding_mask=_mask_u8(mask), out=out, lse=lse,
-                                 B=B, H=H, Lq=Lq, Lk=Lk, D=d, **_strides(q=qv, k=kv, v=vv, o=ov),
-                                 causal=int(is_causal), scale=float(scale)), q.dtype)
+    # the element strides (batch, head, row) of the [B, H, L, d] views
+    (q_sb, q_sh, q_sl, _), (k_sb, k_sh, k_sl, _) = qv.stride(), kv.stride()
+    (v_sb, v_sh, v_sl, _), (o_sb, o_sh, o_sl, _) = vv.stride(), _heads_view(out, heads).stride()
+    key_padding_mask, causal, scale = _mask_u8(mask), int(is_causal), float(scale)
+    # positional, from variables named as AttentionFwd's fields (tests/test_native_args.py)
+    launch(backend, AttentionFwd(q, k, v, key_padding_mask, out, lse, B, H, Lq, Lk, D, q_sb, q_sh, q_sl, k_sb, k_sh,
+                                 k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, causal, scale), q.dtype)
     return out, lse
 
 
 def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads, is_causal=False):
     if backend == "reference":
         return _reference_backward(dout, q, k, v, mask, scale, heads, is_causal)
-    B, H, Lq, Lk, d = _dims(q, k, heads)
+    B, H, Lq, Lk, D = _dims(q, k, heads)
     q, k, v, out = (t.contiguous() for t in (q, k, v, out))
     dout = dout.to(q.dtype).contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if dq.numel() == 0 or dk.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    qv, kv, vv, ov = (_heads_view(t, heads) for t in (q, k, v, out))
-    launch(backend, AttentionBwd(q=q, k=k, v=v, key_padding_mask=_mask_u8(mask), out=out, dout=dout,
-                                 lse=lse.contiguous(), dq=dq, dk=dk, dv=dv, B=B, H=H, Lq=Lq, Lk=Lk, D=d,
-                                 **_strides(q=qv, k=kv, v=vv, o=ov), causal=int(is_causal),
-                                 scale=float(scale)), q.dtype)
+    (q_sb, q_sh, q_sl, _), (k_sb, k_sh, k_sl, _) = _heads_view(q, heads).stride(), _heads_view(k, heads).stride()
+    (v_sb, v_sh, v_sl, _), (o_sb, o_sh, o_sl, _) = _heads_view(v, heads).stride(), _heads_view(out, heads).stride()
+    key_padding_mask, lse, causal, scale = _mask_u8(mask), lse.contiguous(), int(is_causal), float(scale)
+    # positional, from variables named as AttentionBwd's fields (tests/test_native_args.py)
+    launch(backend, AttentionBwd(q, k, v, key_padding_mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, q_sb, q_sh,
+                                 q_sl, k_sb, k_sh, k_sl, v_sb, v_sh, v_sl, o_sb, o_sh, o_sl, causal, scale), q.dtype)
     return dq, dk, dv
 
 
@@ -260,7 +255,7 @@ def attention_op(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Ten
 
 def _backend(q, *_):
     """The backend the registered op runs on for these arguments."""
-    return resolve(OP, q.device, gpu_order(q.dtype))
+    return resolve(OP, q, gpu_order(q.dtype))
 
 
 def _forward(q, k, v, key_padding_mask, scale, heads, is_causal=False):
@@ -290,7 +285,7 @@ def attention_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Te
 
 def _backward_backend(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, *_):
     """The backend attention_backward_op runs on: `backend` (the forward's), "auto" resolved now."""
-    return resolve(OP, q.device, gpu_order(q.dtype), name=backend)
+    return resolve(OP, q, gpu_order(q.dtype), name=backend)
 
 
 def _backward_impl(dout, q, k, v, out, lse, key_padding_mask, scale, heads, backend, is_causal=False):

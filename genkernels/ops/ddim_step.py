@@ -171,44 +171,49 @@ def reference_forward(sample, model_output, noise, alpha_t, alpha_prev, eta, gui
 
 # ----------------------------------------------------------------------------------- backends
 def _forward(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta, guidance_scale,
-             clip_range, pred, use_clipped, kind):
+             clip_range, prediction_type, use_clipped, kind):
     """The registered op's implementation, without the argument checks: (prev_sample,
     pred_original_sample) on the op's backend (`_backend`), both in sample's memory format. A tensor
     alpha ([N] or [], float32/float64, sample's device) overrides its *_value."""
     backend = _backend(sample, kind)
     x, cl = dense_layout(sample)
     # x is densely packed: its strides are empty_out(sample)'s (what the fake returns)
-    prev, x0 = torch.empty_like(x), torch.empty_like(x)
+    prev_sample, pred_original_sample = torch.empty_like(x), torch.empty_like(x)
     if x.numel() == 0:
-        return prev, x0
+        return prev_sample, pred_original_sample
     if backend == "reference":
         p, o = _reference(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,
-                          guidance_scale, clip_range, pred, use_clipped, kind)
-        return prev.copy_(p), x0.copy_(o)
-    N = x.shape[0]
-    m = to_layout(model_output, cl)
+                          guidance_scale, clip_range, prediction_type, use_clipped, kind)
+        return prev_sample.copy_(p), pred_original_sample.copy_(o)
+    sample = x
+    N = sample.shape[0]
+    L = sample.numel() // N
+    model_output = to_layout(model_output, cl)
     # DDIM at eta = 0 adds no noise (the reference reads none: 0 * NaN must not reach prev)
-    z = None if noise is None or (kind == KIND_DDIM and eta == 0) else to_layout(noise, cl)
+    noise = None if noise is None or (kind == KIND_DDIM and eta == 0) else to_layout(noise, cl)
     # a tensor alpha is read by the kernel (dtype code, per-sample flag); a float travels as a scalar
+    alpha_t_dtype = alpha_prev_dtype = -1
+    alpha_t_stride = alpha_prev_stride = 0
     if alpha_t is not None:
         alpha_t = alpha_t.contiguous()
+        alpha_t_dtype, alpha_t_stride, alpha_t_value = _native.DTYPE_CODES[alpha_t.dtype], int(alpha_t.numel() > 1), 0.0
     if alpha_prev is not None:
         alpha_prev = alpha_prev.contiguous()
-    codes = _native.DTYPE_CODES
-    launch(backend, DDIMStep(
-        sample=x, model_output=m, noise=z, alpha_t=alpha_t, alpha_prev=alpha_prev, prev_sample=prev,
-        pred_original_sample=x0, N=N, L=x.numel() // N, kind=kind, prediction_type=pred,
-        clip=int(clip_range is not None), use_clipped_model_output=int(use_clipped),
-        guidance=int(guidance_scale is not None),
-        alpha_t_dtype=-1 if alpha_t is None else codes[alpha_t.dtype],
-        alpha_prev_dtype=-1 if alpha_prev is None else codes[alpha_prev.dtype],
-        alpha_t_stride=int(alpha_t is not None and alpha_t.numel() > 1),
-        alpha_prev_stride=int(alpha_prev is not None and alpha_prev.numel() > 1),
-        alpha_t_value=0.0 if alpha_t is not None else alpha_t_value,
-        alpha_prev_value=0.0 if alpha_prev is not None else alpha_prev_value,
-        eta=eta, guidance_scale=0.0 if guidance_scale is None else guidance_scale,
-        clip_range=0.0 if clip_range is None else clip_range), x.dtype)
-    return prev, x0
+        alpha_prev_dtype, alpha_prev_stride, alpha_prev_value = \
+            _native.DTYPE_CODES[alpha_prev.dtype], int(alpha_prev.numel() > 1), 0.0
+    clip, guidance, use_clipped_model_output = int(clip_range is not None), int(guidance_scale is not None), \
+        int(use_clipped)
+    if clip_range is None:
+        clip_range = 0.0
+    if guidance_scale is None:
+        guidance_scale = 0.0
+    # positional (a call of more than 15 keywords builds a dict): the names are DDIMStep's fields in
+    # order, which tests/test_native_args.py checks
+    launch(backend, DDIMStep(sample, model_output, noise, alpha_t, alpha_prev, prev_sample, pred_original_sample,
+                             N, L, kind, prediction_type, clip, use_clipped_model_output, guidance, alpha_t_dtype,
+                             alpha_prev_dtype, alpha_t_stride, alpha_prev_stride, alpha_t_value, alpha_prev_value,
+                             eta, guidance_scale, clip_range), sample.dtype)
+    return prev_sample, pred_original_sample
 
 
 # ----------------------------------------------------------------------------------- registration
@@ -226,7 +231,7 @@ def ddim_step_op(sample: Tensor, model_output: Tensor, noise: Optional[Tensor], 
 
 def _backend(sample, *rest):
     """The backend the registered op runs on for these arguments (the last is `kind`)."""
-    return resolve("ddpm_step" if rest[-1] else OP, sample.device)
+    return resolve("ddpm_step" if rest[-1] else OP, sample)
 
 
 def _reference(sample, model_output, noise, alpha_t, alpha_prev, alpha_t_value, alpha_prev_value, eta,

@@ -24,7 +24,7 @@ OP = "group_norm_silu"
 
 def _backend(x, *_):
     """The backend the registered op runs on for these arguments."""
-    return resolve(OP, x.device)
+    return resolve(OP, x)
 
 
 def _forward(x, num_groups, weight, bias, eps, scale, shift, silu):

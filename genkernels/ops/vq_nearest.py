@@ -83,15 +83,16 @@ def nearest_forward(backend: str, z: Tensor, codebook: Tensor, cosine: bool) -> 
     acc = acc_dtype(z.dtype)
     if backend == "reference":
         return reference_forward(z, codebook, cosine)
-    idx = torch.empty(M, dtype=torch.int64, device=z.device)
-    dist = torch.empty(M, dtype=acc, device=z.device)
+    index = torch.empty(M, dtype=torch.int64, device=z.device)
+    min_dist = torch.empty(M, dtype=acc, device=z.device)
     if M == 0:
-        return idx, dist
+        return index, min_dist
     if D == 0:  # every code is at distance 0: the lowest index
-        return idx.zero_(), dist.zero_()
-    launch(backend, VQNearest(z=z.contiguous(), codebook=codebook.contiguous(), index=idx, min_dist=dist,
-                              M=M, K=K, D=D, cosine=int(bool(cosine)), eps=COSINE_EPS), z.dtype)
-    return idx, dist
+        return index.zero_(), min_dist.zero_()
+    z, codebook, cosine, eps = z.contiguous(), codebook.contiguous(), int(bool(cosine)), COSINE_EPS
+    # positional, from variables named as VQNearest's fields (tests/test_native_args.py)
+    launch(backend, VQNearest(z, codebook, index, min_dist, M, K, D, cosine, eps), z.dtype)
+    return index, min_dist
 
 
 # ----------------------------------------------------------------------------------- registration
@@ -104,7 +105,7 @@ def vq_nearest_op(z: Tensor, codebook: Tensor, cosine: bool) -> Tuple[Tensor, Te
 
 def _backend(z, *_):
     """The backend the registered op runs on for these arguments."""
-    return resolve(OP, z.device)
+    return resolve(OP, z)
 
 
 def _forward(z, codebook, cosine):
