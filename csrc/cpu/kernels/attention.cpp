@@ -70,6 +70,19 @@ static inline void storev(S* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
 static inline float exp_a(float x) { return exp_f(x); }
 static inline double exp_a(double x) { return std::exp(x); }
 
+// e^x for the softmax's x = s - rowmax <= 0 (and NaN, kept): exp_f without its overflow branch; 0 below
+// -87, where 2^n would leave the normal range.
+static inline float exp_nonpos(float x) {
+  const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  const float magic = 12582912.0f;  // 1.5 * 2^23, as exp_f
+  const float xc = x < -87.0f ? -87.0f : x;
+  const float t = xc * log2e + magic, n = t - magic;
+  const float r = xc - n * ln2_hi - n * ln2_lo;
+  const float e = exp_reduced(r) * bits_to_float((float_to_bits(t) - 0x4B400000u + 127u) << 23);  // 2^n, n >= -126
+  return x < -87.0f ? 0.0f : e;
+}
+static inline double exp_nonpos(double x) { return std::exp(x); }
+
 // MR query rows (pointers to D contiguous values) x the first NR vectors of one K panel ([D][NW])
 // -> scale * logits + bias into S rows (stride ldS). The rows are read in place (broadcasts), not
 // packed: a transposing pack of Q cost ~10% of the cross-attention forward.
@@ -392,7 +405,7 @@ void forward(const AttnArgs& a, int threads) {
         A sum = 0;
 #pragma omp simd reduction(+ : sum)
         for (std::int64_t j = 0; j < nk; ++j) {
-          const A p = exp_a(s[j] - muse);
+          const A p = exp_nonpos(s[j] - muse);
           s[j] = p;
           sum += p;
         }
