@@ -245,15 +245,17 @@ def _tiles(dtype, causal, BD):
     registers and spills of each at sm_90 (tests/triton_sm90_build.py reports them; 255 registers is the
     ceiling, past it a thread spills to local memory).
     float32 (tf32x3: a high and a low part of each operand live at once) from BD = 32 on: 16x16 tiles
-    and num_stages=1 (no software-pipelined tile loads held in registers), 8 warps at BD = 256. Of those
-    tried at BD = 256 this cut the spill stores from 1060 / 18176 / 11712 bytes (fwd / dk,dv / dq at
-    32x32 on 8 warps, Triton's default stages) to 20 / 480 / 224; at BD <= 128 to 0 / 60 / 0 or less.
+    and num_stages=1 (no software-pipelined tile loads held in registers), 8 warps at BD = 256 and causal
+    BD = 128. Of those tried at BD = 256 this cut the spill stores from 1060 / 18176 / 11712 bytes (fwd /
+    dk,dv / dq at 32x32 on 8 warps, Triton's default stages) to 20 / 480 / 224; at BD <= 128 to 0 / 60 /
+    0 or less (causal BD = 128 on 4 warps: 0 / 504 / 312, on 8: 0 / 44 / 52; 4 or 16 warps at BD = 256
+    spilled more).
     16-bit data at BD >= 32 takes 8 warps (the dk/dv kernel at 4 spilled at 255 registers: its k, v, dk,
     dv tiles stay in registers for the whole loop). Causal 16-bit takes smaller tiles: the diagonal
     tiles' extra products (_kept_dot) spilled 80-1104 B per kernel at BD 16, 32 and 128 on the
     non-causal tiles (564-904 B at BD = 256 on 32x32), none on these."""
     if dtype == torch.float32:
-        return (32, 32, 4, None) if BD == 16 else (16, 16, 8 if BD == 256 else 4, 1)
+        return (32, 32, 4, None) if BD == 16 else (16, 16, 8 if BD == 256 or (causal and BD == 128) else 4, 1)
     warps = 8 if BD >= 32 else 4
     if not causal:
         return 32 if BD > 64 else 64, 64 if BD <= 128 else 32, warps, None
