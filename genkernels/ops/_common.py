@@ -32,11 +32,11 @@ def check_tensor(op: str, name: str, t, *, min_dim: int = 0, dtypes=FLOAT_DTYPES
 
 
 def check_param(op: str, name: str, t: Optional[torch.Tensor], shape, device: torch.device):
-    """An optional parameter tensor: floating, of exactly `shape`, on `device`."""
+    """An optional parameter tensor: floating, of exactly `shape` (a tuple), on `device`."""
     if t is None:
         return
     check_tensor(op, name, t)
-    if tuple(t.shape) != tuple(shape):
+    if t.shape != shape:
         raise ValueError(f"{op}: `{name}` must have shape {tuple(shape)}, got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{op}: `{name}` is on {t.device} but the input is on {device}")
@@ -236,6 +236,8 @@ def _scan(inputs) -> tuple:
     a registered op, so they take its path."""
     plain, grad = True, False
     for t in inputs:
+        if t is None:
+            continue
         kind = type(t)
         if kind in PLAIN_TENSORS:
             if t.is_neg():

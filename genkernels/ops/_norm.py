@@ -195,10 +195,11 @@ def check_backward_args(dy, x, mean, rstd, w, b, scale, shift, G, *_):
     N, C = x.shape[:2]
     if isinstance(G, bool) or not isinstance(G, int) or G <= 0 or C % G:
         raise ValueError(f"{op}: `num_groups`={G!r} must be a positive int dividing the {C} channels of `x`")
+    device = x.device
     for name, t in (("mean", mean), ("rstd", rstd)):
-        check_param(op, name, t, (N, G), x.device)
+        check_param(op, name, t, (N, G), device)
     for name, t, shape in (("weight", w, (C,)), ("bias", b, (C,)), ("scale", scale, (N, C)), ("shift", shift, (N, C))):
-        check_param(op, name, t, shape, x.device)
+        check_param(op, name, t, shape, device)
 
 
 @norm_backward_op.register_fake

@@ -68,10 +68,11 @@ def check_args(x, style_scale, style_bias, eps) -> None:
     if x.dim() > 5:
         raise ValueError(f"{OP}: `x` must be [N, C, *spatial] with 1 to 3 spatial dims, got shape {tuple(x.shape)}")
     N, C = x.shape[:2]
+    device = x.device
     for name, t in (("style_scale", style_scale), ("style_bias", style_bias)):
         if t is None:
             raise TypeError(f"{OP}: `{name}` is required (use genkernels.nn.InstanceNorm2d for plain instance norm)")
-        check_param(OP, name, t, (N, C), x.device)
+        check_param(OP, name, t, (N, C), device)
     check_eps(OP, eps)
 
 

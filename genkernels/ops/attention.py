@@ -66,12 +66,16 @@ def _heads_view(t: Tensor, heads: int) -> Tensor:
     return t.view(B, L, heads, HD // heads).transpose(1, 2)
 
 
-def _kernel_view(t: Tensor, heads: int) -> Tuple[Tensor, Tensor]:
-    """(t with a unit-stride last dim, its [B, H, L, d] view) — copies only when needed."""
-    if t.stride(-1) != 1 or (heads and t.shape[-1] > 0 and t.stride(-2) < t.shape[-1]):
+def _kernel_view(t: Tensor, heads: int) -> Tuple[Tensor, Tuple[int, int, int]]:
+    """(t with a unit-stride last dim — copied only when needed —, the element strides (batch, head,
+    row) of its [B, H, L, d] view): _heads_view's strides, without building the view."""
+    s = t.stride()
+    if s[-1] != 1 or (heads and t.shape[-1] > 0 and s[-2] < t.shape[-1]):
         t = t.contiguous()
-    v = _heads_view(t, heads)
-    return t, v
+        s = t.stride()
+    if heads:  # [B, L, H*d] viewed as [B, L, H, d] (strides s0, s1, d, 1), then L and H swapped
+        return t, (s[0], t.shape[-1] // heads, s[1])
+    return t, s[:3]
 
 
 # ----------------------------------------------------------------------------------- reference
@@ -209,16 +213,13 @@ def attention_forward(backend: str, q: Tensor, k: Tensor, v: Tensor, mask: Optio
         return reference_forward(q, k, v, mask, scale, heads, is_causal)
     B, H, Lq, Lk, D = _dims(q, k, heads)
     acc = acc_dtype(q.dtype)
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    lse = torch.empty((B, H, Lq), dtype=acc, device=q.device)
+    device = q.device
+    out = torch.empty(q.shape, dtype=q.dtype, device=device)
+    lse = torch.empty((B, H, Lq), dtype=acc, device=device)
     if out.numel() == 0:
         return out, lse.fill_(float("-inf"))
-    q, qv = _kernel_view(q, heads)
-    k, kv = _kernel_view(k, heads)
-    v, vv = _kernel_view(v, heads)
-    # the element strides (batch, head, row) of the [B, H, L, d] views
-    (q_sb, q_sh, q_sl, _), (k_sb, k_sh, k_sl, _) = qv.stride(), kv.stride()
-    (v_sb, v_sh, v_sl, _), (o_sb, o_sh, o_sl, _) = vv.stride(), _heads_view(out, heads).stride()
+    (q, (q_sb, q_sh, q_sl)), (k, (k_sb, k_sh, k_sl)) = _kernel_view(q, heads), _kernel_view(k, heads)
+    (v, (v_sb, v_sh, v_sl)), (out, (o_sb, o_sh, o_sl)) = _kernel_view(v, heads), _kernel_view(out, heads)
     key_padding_mask, causal, scale = _mask_u8(mask), int(is_causal), float(scale)
     # positional, from variables named as AttentionFwd's fields (tests/test_native_args.py)
     launch(backend, AttentionFwd(q, k, v, key_padding_mask, out, lse, B, H, Lq, Lk, D, q_sb, q_sh, q_sl, k_sb, k_sh,
@@ -235,8 +236,8 @@ def attention_backward(backend: str, dout, q, k, v, out, lse, mask, scale, heads
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if dq.numel() == 0 or dk.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    (q_sb, q_sh, q_sl, _), (k_sb, k_sh, k_sl, _) = _heads_view(q, heads).stride(), _heads_view(k, heads).stride()
-    (v_sb, v_sh, v_sl, _), (o_sb, o_sh, o_sl, _) = _heads_view(v, heads).stride(), _heads_view(out, heads).stride()
+    (q, (q_sb, q_sh, q_sl)), (k, (k_sb, k_sh, k_sl)) = _kernel_view(q, heads), _kernel_view(k, heads)
+    (v, (v_sb, v_sh, v_sl)), (out, (o_sb, o_sh, o_sl)) = _kernel_view(v, heads), _kernel_view(out, heads)
     key_padding_mask, lse, causal, scale = _mask_u8(mask), lse.contiguous(), int(is_causal), float(scale)
     # positional, from variables named as AttentionBwd's fields (tests/test_native_args.py)
     launch(backend, AttentionBwd(q, k, v, key_padding_mask, out, dout, lse, dq, dk, dv, B, H, Lq, Lk, D, q_sb, q_sh,
@@ -368,8 +369,8 @@ def check_args(q, k, v, key_padding_mask, scale, heads, is_causal=False):
                 raise ValueError(f"{OP}: `{name}` must be 4-D [B, H, L, d] (or pass `heads=` for the token "
                                  f"layout [B, L, H*d]), got shape {tuple(t.shape)}")
         B, H, Lq, d = q.shape
-        Lk = k.shape[2]
-        if (k.shape[0], k.shape[1], k.shape[3]) != (B, H, d):
+        kB, kH, Lk, kd = k.shape
+        if (kB, kH, kd) != (B, H, d):
             raise ValueError(f"{OP}: `k` must be [{B}, {H}, Lk, {d}] to match `q` {tuple(q.shape)}, got {tuple(k.shape)}")
         if v.shape != k.shape:
             raise ValueError(f"{OP}: `v` must have the shape of `k` {tuple(k.shape)}, got {tuple(v.shape)}")
@@ -377,9 +378,10 @@ def check_args(q, k, v, key_padding_mask, scale, heads, is_causal=False):
         raise ValueError(f"{OP}: head dim must be in 1..256, got {d}")
     if Lk == 0:
         raise ValueError(f"{OP}: `k`/`v` must have at least one key (Lk >= 1), got shape {tuple(k.shape)}")
+    device = q.device
     for name, t in (("k", k), ("v", v)):
-        if t.device != q.device:
-            raise ValueError(f"{OP}: `{name}` is on {t.device} but `q` is on {q.device}")
+        if t.device != device:
+            raise ValueError(f"{OP}: `{name}` is on {t.device} but `q` is on {device}")
         if t.dtype != q.dtype:
             raise TypeError(f"{OP}: `{name}` has dtype {t.dtype} but `q` has dtype {q.dtype}")
     if key_padding_mask is not None:
@@ -391,8 +393,8 @@ def check_args(q, k, v, key_padding_mask, scale, heads, is_causal=False):
         if tuple(key_padding_mask.shape) != (B, Lk):
             raise ValueError(f"{OP}: `key_padding_mask` must have shape [B, Lk] = {(B, Lk)}, got "
                              f"{tuple(key_padding_mask.shape)}")
-        if key_padding_mask.device != q.device:
-            raise ValueError(f"{OP}: `key_padding_mask` is on {key_padding_mask.device} but `q` is on {q.device}")
+        if key_padding_mask.device != device:
+            raise ValueError(f"{OP}: `key_padding_mask` is on {key_padding_mask.device} but `q` is on {device}")
     if not math.isfinite(scale):
         raise ValueError(f"{OP}: `scale` must be finite, got {scale}")
     if not isinstance(is_causal, bool):

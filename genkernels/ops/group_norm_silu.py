@@ -76,9 +76,10 @@ def check_args(x, num_groups, weight, bias, eps, scale, shift, silu) -> None:
     N, C = x.shape[:2]
     if num_groups <= 0 or C % num_groups:
         raise ValueError(f"{OP}: `num_groups`={num_groups} must be positive and divide the {C} channels of `x`")
+    device = x.device
     for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)),
                            ("scale", scale, (N, C)), ("shift", shift, (N, C))):
-        check_param(OP, name, t, shape, x.device)
+        check_param(OP, name, t, shape, device)
     check_eps(OP, eps)
 
 
