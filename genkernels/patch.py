@@ -18,7 +18,7 @@ per-instance ``forward`` that the swap would bypass), never from names:
 | ``instance_norm`` | ``nn.InstanceNorm2d`` without running statistics | ``genkernels.nn.InstanceNorm2d`` (the adain kernel family) |
 | ``vq_quantizer`` | diffusers ``VectorQuantizer`` | ``FusedVectorQuantizer`` (class swap): ``vq_nearest`` |
 | ``scheduler`` | a pipeline's diffusers ``DDIMScheduler`` / ``DDPMScheduler`` | ``genkernels.nn`` scheduler (one fused step) |
-| ``conv2d`` / ``linear`` | plain ``nn.Conv2d`` / ``nn.Linear`` inside a diffusers model (``ModelMixin``); Linear only where oneDNN is faster (``onednn.left_reason``: 4x wider out than in, 2^19+ weights; others left: "slower at this size") | class swap: ``genkernels.models.onednn`` (float32 CPU inference on oneDNN weights reordered once; convolutions return channels_last) |
+| ``conv2d`` / ``linear`` | plain ``nn.Conv2d`` / ``nn.Linear`` inside a diffusers model (``ModelMixin``) | class swap: ``genkernels.models.onednn`` (float32 CPU inference: few output rows on genkernels' ``conv_rows`` kernel, else oneDNN on weights reordered once or F.linear, by shape; convolutions return channels_last) |
 
 Parameters are never copied: replacements share the original ``Parameter`` objects, so ``state_dict`` keys,
 optimizer state and ``model.to(...)`` work unchanged. Class swaps keep the module object itself.
@@ -253,7 +253,7 @@ class _Patcher:
 
     def reordered(self, path: str, m: nn.Module):
         kind = "conv2d" if type(m) is nn.Conv2d else "linear"
-        why = _bypassed(m) or onednn.left_reason(m)
+        why = _bypassed(m)
         if why:
             return self.leave(path, kind, why)
         self.records.append(("onednn", m, type(m)))

@@ -59,10 +59,9 @@ def n_of(model, cls):
 
 
 def reordered(*models):
-    """The report counts of a diffusers model's onednn class swaps: its plain convolutions, and the linear
-    layers where oneDNN is faster (none in these tiny models: the rest are left, "slower at this size")."""
+    """The report counts of a diffusers model's onednn class swaps: its plain convolutions and linear layers."""
     counts = {"conv2d": sum(type(m) is nn.Conv2d for x in models for m in x.modules()),
-              "linear": sum(type(m) is nn.Linear and onednn.left_reason(m) is None for x in models for m in x.modules())}
+              "linear": sum(type(m) is nn.Linear for x in models for m in x.modules())}
     return {k: n for k, n in counts.items() if n}
 
 
@@ -102,14 +101,13 @@ def test_unet2d_condition(dtype):
                                **reordered(unet)}
     assert type(unet.down_blocks[0].resnets[0]) is ResnetBlock2D and type(unet.conv_in) is nn.Conv2d
     assert all(type(m.processor) is AttnProcessor2_0 for m in unet.modules() if isinstance(m, Attention))
-    # the transformer blocks' GroupNorm feeds proj_in, not a SiLU: left, with the reason; linear layers
-    # this small stay on F.linear
-    assert {k for _, k, _ in report.left} == {"group_norm", "linear"}
-    linears = [r for _, k, r in report.left if k == "linear"]
-    assert len(linears) == n_of(unet, nn.Linear) and all(r.startswith("slower at this size") for r in linears)
+    # the transformer blocks' GroupNorm feeds proj_in, not a SiLU: left, with the reason
+    assert {k for _, k, _ in report.left} == {"group_norm"}
 
 
-def test_linear_layers_swapped_only_where_onednn_is_faster():
+def test_every_plain_linear_layer_is_swapped():
+    """Each call picks its kernel by shape (onednn.Linear), so every plain linear layer is swapped: few rows on
+    conv_rows, many on oneDNN (wide layers) or F.linear."""
     from diffusers import ModelMixin
 
     class Wide(ModelMixin):   # diffusers' model base class: patch swaps the layers inside
@@ -120,10 +118,10 @@ def test_linear_layers_swapped_only_where_onednn_is_faster():
         def forward(self, x):
             return self.down(self.up(x))
 
-    model = Wide().eval()
-    report = check_patch_unpatch(model, lambda m: m(torch.randn(8, 256, generator=torch.Generator().manual_seed(0))))
-    assert report.patched == [("up", "linear")]
-    assert [(p, k) for p, k, _ in report.left] == [("down", "linear")] and "slower at this size" in str(report)
+    for rows in (8, 40):
+        model = Wide().eval()
+        report = check_patch_unpatch(model, lambda m: m(torch.randn(rows, 256, generator=torch.Generator().manual_seed(0))))
+        assert report.patched == [("up", "linear"), ("down", "linear")] and not report.left
 
 
 def test_unet2d_scale_shift_training_gradients():

@@ -1,5 +1,6 @@
 // genkernels._C: CPU kernels. The last argument of every kernel is the thread count (torch's).
 #include "common/bind.h"
+#include "common/conv_rows_args.h"  // the CPU-only kernel's signature (bind.h has the shared ones)
 #include "cpu/cpu_dispatch.h"
 
 PYBIND11_MODULE(_C, m) {

@@ -1,22 +1,28 @@
 """Conv2d and Linear: ``nn.Conv2d`` / ``nn.Linear`` (same parameters, state_dict and results) whose CPU
-inference calls run oneDNN on a weight reordered once; ``use_onednn(model)`` swaps them into a model where
-that is faster.
+inference calls run on the kernel that is fastest for their shape; ``use_onednn(model)`` swaps them into a
+model.
 
 Eager ``F.conv2d`` on the CPU reorders the weight into oneDNN's blocked layout on every call, and
 ``F.linear`` packs it for the GEMM on every call; for the UNet's convolutions at small spatial sizes
 (latents of 16x16 and below, down to 2x2 at the lowest level: few rows, large weights) that costs about as
 much as the arithmetic. Here a call that autograd does not record (no_grad / inference, or frozen weights
-and input), on a float32 CPU tensor in plain eager mode, uses a reordered copy of the weight kept with the
-module (one per input shape; rebuilt when the weight is changed in place or replaced). Convolutions compute
-in channels_last, oneDNN's layout, and return channels_last, so a network of them converts its input once.
-Every other call (training, torch.compile, other dtypes and devices, padding modes other than zeros) is the
-torch module's own forward.
-
-Which layers are swapped (``left_reason``): every plain Conv2d, and only the Linear layers at least _WIDE
-times wider out than in with at least _MIN_WEIGHT weights (the UNet's GEGLU projections). For the other
-Linear shapes of the UNet step F.linear was as fast or faster, few rows included: a oneDNN linear call
-costs more than MKL's GEMM call, and packing a weight of up to a few MB per call costs less than that
-difference (measured per shape and per step by bench/results/models/diffusion/onednn_linear_rule.py).
+and input), on a float32 CPU tensor in plain eager mode, takes one of:
+  - at most _FEW_ROWS output rows (batch x output pixels; a linear layer's input rows): genkernels'
+    ``conv_rows`` kernel (csrc/cpu/kernels/conv_rows.cpp), which streams the weight once in its own
+    layout and leaves out zero-padding taps, where oneDNN and MKL block and pack for large row counts. It
+    runs with the ``auto`` and ``cpu`` backends (``genkernels.use_backend``); ``reference`` keeps torch's
+    kernels below;
+  - convolutions: oneDNN on a reordered copy of the weight kept with the module (one per input shape;
+    rebuilt when the weight is changed in place or replaced), or, for a 1x1 convolution of at least
+    _GEMM_ROWS pixels, one F.linear;
+  - linear layers at least _WIDE times wider out than in with at least _MIN_WEIGHT weights (the UNet's
+    GEGLU projections): oneDNN on a reordered weight; other linear layers: F.linear. For those shapes
+    F.linear was as fast or faster: a oneDNN linear call costs more than MKL's GEMM call, and packing a
+    weight of up to a few MB per call costs less than that difference.
+Convolutions compute in channels_last, oneDNN's layout, and return channels_last, so a network of them
+converts its input once. Every other call (training, torch.compile, other dtypes and devices, padding
+modes other than zeros) is the torch module's own forward. The thresholds were measured per shape and
+per UNet step: bench/results/models/diffusion/onednn_linear_rule.py, conv1x1_rule.py, conv_rows_rule.py.
 """
 from __future__ import annotations
 
@@ -26,13 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _native
+from ..backend import current_backend
 from ..ops._common import needs_grad, plain_eager
+from ..ops._kernels import ConvRows
 
 Tensor = torch.Tensor
 _MAX_SHAPES = 4   # reordered weights kept per module (input shapes seen), oldest dropped first
-# Linear layers swapped: out >= _WIDE x in and in x out >= _MIN_WEIGHT, the shapes where oneDNN beat F.linear
+# Linear layers on oneDNN: out >= _WIDE x in and in x out >= _MIN_WEIGHT, the shapes where oneDNN beat F.linear
 # (bench/results/models/diffusion/onednn_linear_rule.py)
 _WIDE, _MIN_WEIGHT = 4, 2 ** 19
+# output rows up to which conv_rows beats oneDNN / MKL (bench/results/models/diffusion/conv_rows_rule.py)
+_FEW_ROWS = 32
 # 1x1 convolutions of at least this many pixels (N*H*W) run as F.linear (bench/results/models/diffusion/conv1x1_rule.py)
 _GEMM_ROWS = 32
 
@@ -44,6 +55,25 @@ def _usable(x: Tensor, weight: Tensor, bias) -> bool:
             and weight.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
             and not needs_grad(x, weight, bias))
+
+
+def _own_kernel() -> bool:
+    """genkernels' CPU kernels may run: the auto or cpu backend, and genkernels._C built."""
+    return current_backend() in ("auto", "cpu") and _native.load("_C") is not None
+
+
+def _conv_rows(x: Tensor, w: Tensor, bias: Optional[Tensor], Ho: int, Wo: int, stride, padding,
+               dilation) -> Tensor:
+    """y [B, Ho, Wo, N] = the convolution of x [B, H, W, C] with w [N, KH, KW, C] (both dense), by conv_rows
+    (its semantics: csrc/common/conv_rows_args.h)."""
+    x, w, bias = x.contiguous(), w.contiguous(), None if bias is None else bias.contiguous()
+    B, H, W, C = x.shape
+    N, KH, KW = w.shape[:3]
+    (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w) = stride, padding, dilation
+    y = x.new_empty(B, Ho, Wo, N)
+    _native.call(ConvRows(x, w, bias, y, B, H, W, C, N, KH, KW, Ho, Wo, stride_h, stride_w, pad_h, pad_w, dil_h,
+                          dil_w), torch.float32)
+    return y
 
 
 class _Reordered:
@@ -74,8 +104,13 @@ class _Reordered:
 
 
 class Conv2d(_Reordered, nn.Conv2d):
-    """``nn.Conv2d``; inference on the CPU through a cached oneDNN weight (see the module docstring), or as
-    one GEMM for a pointwise (1x1) convolution of at least _GEMM_ROWS pixels."""
+    """``nn.Conv2d``; inference on the CPU by conv_rows for few output rows, through a cached oneDNN weight,
+    or as one GEMM for a pointwise (1x1) convolution of at least _GEMM_ROWS pixels (see the module
+    docstring)."""
+
+    def _out_size(self, x: Tensor) -> Tuple[int, int]:
+        return tuple((x.shape[2 + d] + 2 * self.padding[d] - self.dilation[d] * (self.kernel_size[d] - 1) - 1)
+                     // self.stride[d] + 1 for d in (0, 1))
 
     def _pointwise_rows(self, x: Tensor) -> int:
         """N*H*W for a 1x1, stride-1, unpadded, ungrouped convolution of `x`, else 0."""
@@ -85,10 +120,16 @@ class Conv2d(_Reordered, nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if not (_usable(x, self.weight, self.bias) and x.dim() == 4 and self.padding_mode == "zeros"
-                and not isinstance(self.padding, str)):
+                and not isinstance(self.padding, str) and x.shape[1] == self.in_channels):
             return super().forward(x)
         x = x.contiguous(memory_format=torch.channels_last)
         bias = self.bias.detach() if self.bias is not None else None
+        Ho, Wo = self._out_size(x)
+        if self.groups == 1 and Ho > 0 and Wo > 0 and 0 < x.shape[0] * Ho * Wo <= _FEW_ROWS and _own_kernel():
+            # the weight as [N, KH, KW, C] (a view of a channels_last weight, else a copy kept as below)
+            w = self._reordered(("rows",), lambda w: w.permute(0, 2, 3, 1).contiguous())
+            y = _conv_rows(x.permute(0, 2, 3, 1), w, bias, Ho, Wo, self.stride, self.padding, self.dilation)
+            return y.permute(0, 3, 1, 2)
         if self._pointwise_rows(x) >= _GEMM_ROWS:
             # a 1x1 convolution of channels_last pixels is one GEMM over the pixel rows: MKL's F.linear
             # beats oneDNN's 1x1 convolution there (conv1x1_rule.py); the output is channels_last as below
@@ -101,15 +142,23 @@ class Conv2d(_Reordered, nn.Conv2d):
 
 
 class Linear(_Reordered, nn.Linear):
-    """``nn.Linear``; inference on the CPU through a cached oneDNN weight (see the module docstring)."""
+    """``nn.Linear``; inference on the CPU by conv_rows for few rows, through a cached oneDNN weight for
+    wide layers, else F.linear (see the module docstring)."""
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] > 0 else 0
-        if not (n > 0 and _usable(x, self.weight, self.bias)):
+        if not (n > 0 and x.shape[-1] == self.in_features and _usable(x, self.weight, self.bias)):
+            return super().forward(x)
+        bias = self.bias.detach() if self.bias is not None else None
+        if n <= _FEW_ROWS and _own_kernel():
+            w = self.weight.detach()
+            y = _conv_rows(x.reshape(n, 1, 1, self.in_features), w.reshape(self.out_features, 1, 1, self.in_features),
+                           bias, 1, 1, (1, 1), (0, 0), (1, 1))
+            return y.reshape(*x.shape[:-1], self.out_features)
+        if _linear_keeps_torch(self):
             return super().forward(x)
         rows = x.reshape(n, x.shape[-1])
         w = self._reordered((n,), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, n))
-        bias = self.bias.detach() if self.bias is not None else None
         y = torch.ops.mkldnn._linear_pointwise(rows, w, bias, "none", [], "")
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
@@ -117,21 +166,16 @@ class Linear(_Reordered, nn.Linear):
 SWAPS = {nn.Conv2d: Conv2d, nn.Linear: Linear}   # plain torch class -> its oneDNN subclass
 
 
-def left_reason(m: nn.Module) -> Optional[str]:
-    """Why the plain ``nn.Conv2d`` / ``nn.Linear`` `m` keeps torch's forward (None: it is swapped)."""
-    if type(m) is nn.Linear and not (m.out_features >= _WIDE * m.in_features
-                                     and m.in_features * m.out_features >= _MIN_WEIGHT):
-        return (f"slower at this size: F.linear is as fast as oneDNN unless out >= {_WIDE} x in "
-                f"and in x out >= {_MIN_WEIGHT} (genkernels.models.onednn)")
-    return None
+def _linear_keeps_torch(m: nn.Linear) -> bool:
+    """F.linear beyond _FEW_ROWS rows: unless out >= _WIDE x in and in x out >= _MIN_WEIGHT (onednn_linear_rule.py)."""
+    return not (m.out_features >= _WIDE * m.in_features and m.in_features * m.out_features >= _MIN_WEIGHT)
 
 
 def use_onednn(module: nn.Module) -> nn.Module:
-    """Every plain ``nn.Conv2d`` / ``nn.Linear`` in `module` that gains from it (``left_reason``) becomes this
-    file's subclass, in place (a class swap: parameters, state_dict keys, hooks and training untouched).
-    Returns `module`."""
+    """Every plain ``nn.Conv2d`` / ``nn.Linear`` in `module` becomes this file's subclass, in place (a class
+    swap: parameters, state_dict keys, hooks and training untouched). Returns `module`."""
     for m in module.modules():
-        if type(m) in SWAPS and left_reason(m) is None:
+        if type(m) in SWAPS:
             m.__class__ = SWAPS[type(m)]
     return module
 
@@ -142,4 +186,4 @@ def restore(m: nn.Module, cls: type) -> None:
     m.__class__ = cls
 
 
-__all__ = ["Conv2d", "Linear", "SWAPS", "left_reason", "use_onednn", "restore"]
+__all__ = ["Conv2d", "Linear", "SWAPS", "use_onednn", "restore"]

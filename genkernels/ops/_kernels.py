@@ -14,10 +14,11 @@ from typing import NamedTuple, Optional
 from torch import Tensor
 
 
-def _kernel_args(name: str, family: str, kernel: str, fields):
-    """A NamedTuple class `name` of `fields` ([(name, type)]) for kernel `family`.`kernel`."""
+def _kernel_args(name: str, family: str, kernel: str, fields, cpu_only: bool = False):
+    """A NamedTuple class `name` of `fields` ([(name, type)]) for kernel `family`.`kernel` (`cpu_only`: in
+    genkernels._C alone, with no CUDA or Triton twin)."""
     args = NamedTuple(name, fields)
-    args.FAMILY, args.KERNEL = family, kernel
+    args.FAMILY, args.KERNEL, args.CPU_ONLY = family, kernel, cpu_only
     args.__module__ = __name__
     return args
 
@@ -61,6 +62,7 @@ class DDIMStep(NamedTuple):
     clip_range: float
     FAMILY = "ddim"
     KERNEL = "ddim_step"
+    CPU_ONLY = False
 
 
 class VQNearest(NamedTuple):
@@ -75,6 +77,7 @@ class VQNearest(NamedTuple):
     eps: float
     FAMILY = "vq"
     KERNEL = "vq_nearest"
+    CPU_ONLY = False
 
 
 # attention_fwd / attention_bwd: the same sizes and element strides (batch, head, row) of q, k, v, out
@@ -89,4 +92,12 @@ AttentionBwd = _kernel_args("AttentionBwd", "attention", "attention_bwd",
                             + _ATTN_INTS + [("scale", float)])
 
 
-KERNEL_ARGS = (GroupNormFwd, GroupNormBwd, DDIMStep, VQNearest, AttentionFwd, AttentionBwd)
+# conv_rows: a convolution or linear layer with few output rows, for genkernels.models.onednn's CPU inference
+ConvRows = _kernel_args("ConvRows", "conv_rows", "conv_rows",
+                        _tensors("x", "w", "bias", "y")
+                        + [(n, int) for n in ("B", "H", "W", "C", "N", "KH", "KW", "Ho", "Wo", "stride_h", "stride_w",
+                                              "pad_h", "pad_w", "dil_h", "dil_w")],
+                        cpu_only=True)
+
+
+KERNEL_ARGS = (GroupNormFwd, GroupNormBwd, DDIMStep, VQNearest, AttentionFwd, AttentionBwd, ConvRows)
