@@ -65,10 +65,11 @@ struct Row {
   float* y;         // the output row (N values)
 };
 
-// y[r][n + j] += sum_c rows[r].x[c] * w[j * ldw + c], for MR rows r and j < NR.
+// y[r][n + j] += sum_c rows[r].x[c] * w[j * ldw + c], for MR rows r and j < NR; prefetches the NR rows
+// of `pf` (same columns) when given.
 template <int MR, int NR>
 static inline void micro(const Row* rows, const float* __restrict w, std::int64_t ldw, std::int64_t C,
-                         std::int64_t n) {
+                         std::int64_t n, const float* pf) {
   Vec acc[MR][NR];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NR; ++j) acc[r][j] = Vec{};
@@ -77,6 +78,8 @@ static inline void micro(const Row* rows, const float* __restrict w, std::int64_
   std::int64_t c = 0;
   for (; c + kVL <= C; c += kVL) {
     Vec wv[NR];
+    if (pf && c % 16 == 0)  // one prefetch per 64-byte line
+      for (int j = 0; j < NR; ++j) __builtin_prefetch(pf + j * ldw + c);
     for (int j = 0; j < NR; ++j) wv[j] = loadv(w + j * ldw + c);
     for (int r = 0; r < MR; ++r) {
       const Vec xv = loadv(xr[r] + c);
@@ -91,28 +94,30 @@ static inline void micro(const Row* rows, const float* __restrict w, std::int64_
     }
 }
 
-// Every row of `rows` against NR weight rows.
+// Every row of `rows` against NR weight rows. The first row block reads the weight slice from memory
+// and prefetches `next` (the same columns of the next weight rows, or null): with many short row
+// streams the hardware prefetcher fetches them late.
 template <int NR>
 static void rows_times(const std::vector<Row>& rows, const float* w, std::int64_t ldw, std::int64_t C,
-                       std::int64_t n0) {
+                       std::int64_t n0, const float* next) {
   const std::int64_t n = std::int64_t(rows.size());
   std::int64_t r = 0;
-  for (; r + kMR <= n; r += kMR) micro<kMR, NR>(rows.data() + r, w, ldw, C, n0);
+  for (; r + kMR <= n; r += kMR, next = nullptr) micro<kMR, NR>(rows.data() + r, w, ldw, C, n0, next);
   switch (n - r) {
-    case 3: micro<3, NR>(rows.data() + r, w, ldw, C, n0); break;
-    case 2: micro<2, NR>(rows.data() + r, w, ldw, C, n0); break;
-    case 1: micro<1, NR>(rows.data() + r, w, ldw, C, n0); break;
+    case 3: micro<3, NR>(rows.data() + r, w, ldw, C, n0, next); break;
+    case 2: micro<2, NR>(rows.data() + r, w, ldw, C, n0, next); break;
+    case 1: micro<1, NR>(rows.data() + r, w, ldw, C, n0, next); break;
     default: break;
   }
 }
 
 template <int NR>
 static void block_times(const std::vector<Row>& rows, const float* w, std::int64_t ldw, std::int64_t C,
-                        std::int64_t n0, std::int64_t nr) {
+                        std::int64_t n0, std::int64_t nr, const float* next) {
   if constexpr (NR > 1) {
-    if (nr < NR) return block_times<NR - 1>(rows, w, ldw, C, n0, nr);
+    if (nr < NR) return block_times<NR - 1>(rows, w, ldw, C, n0, nr, next);
   }
-  rows_times<NR>(rows, w, ldw, C, n0);
+  rows_times<NR>(rows, w, ldw, C, n0, next);
 }
 
 }  // namespace
@@ -148,7 +153,8 @@ void conv_rows(const Flat& f, int threads) {
     for (std::int64_t n = n0; n < n1; n += kNR) {
       const std::int64_t nr = std::min<std::int64_t>(kNR, n1 - n);
       for (std::int64_t tap = 0; tap < T; ++tap) {
-        block_times<kNR>(taps[std::size_t(tap)], a.w + n * ldw + tap * a.C, ldw, a.C, n, nr);
+        const float* slice = a.w + n * ldw + tap * a.C;
+        block_times<kNR>(taps[std::size_t(tap)], slice, ldw, a.C, n, nr, n + nr < a.N ? slice + nr * ldw : nullptr);
       }
     }
   });
