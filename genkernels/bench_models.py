@@ -212,12 +212,17 @@ def _unet_shape(device, loop: bool):
     return cfg, 8 if loop else 16, torch.float32
 
 
+def _diffusers_unet(cfg, device, dtype):
+    """diffusers' UNet2DConditionModel of `cfg` with the cases' random weights."""
+    from diffusers import UNet2DConditionModel
+    torch.manual_seed(0)
+    return UNet2DConditionModel(**cfg).to(device=device, dtype=dtype).eval()
+
+
 def _unet_pair(cfg, device, dtype):
     """(diffusers UNet2DConditionModel, ours) with the same random weights."""
-    from diffusers import UNet2DConditionModel
     from .models.unet import load_diffusers_unet
-    torch.manual_seed(0)
-    theirs = UNet2DConditionModel(**cfg).to(device=device, dtype=dtype).eval()
+    theirs = _diffusers_unet(cfg, device, dtype)
     return theirs, load_diffusers_unet(theirs)
 
 

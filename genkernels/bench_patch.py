@@ -1,10 +1,10 @@
 """Benchmark cases of ``genkernels.patch`` on diffusers models (``genkernels bench --ops patch``).
 
-Stable Diffusion 1.5's architecture at reduced width (random weights, built from configs, nothing
-downloaded): a UNet denoising step (batch 2 = [uncond; cond], 77 text tokens, 16 x 16 latents), a VAE
-decode (16 x 16 latents) and a 20-step StableDiffusionPipeline call (prompt embeddings given,
-classifier-free guidance; UNet and VAE at half that width, so that the 4 impls x
-10 calls fit in minutes on a CPU).
+Stable Diffusion 1.5's architecture (random weights, built from configs, nothing downloaded): the UNet
+denoising step of ``--ops unet`` (genkernels/bench_models.py: batch 2 = [uncond; cond], 77 text tokens;
+half width, 16 x 16 latents, float32 on the CPU; full width, 64 x 64, float16 on a GPU), a VAE decode
+(1/4 width, 16 x 16 latents) and a 20-step StableDiffusionPipeline call (prompt embeddings given,
+classifier-free guidance; a smaller UNet and VAE, so that the impls x 10 calls fit in minutes on a CPU).
 Impls: ``eager`` (diffusers as is), ``compile`` (``torch.compile`` of diffusers' module),
 ``genkernels.patch`` (patched, eager) and ``genkernels.patch+compile``. ``bytes_moved`` is the size of
 the weights (read at least once per call). diffusers is imported only when the cases are built.
@@ -16,20 +16,21 @@ from typing import Dict, List
 
 import torch
 
+from . import bench_models as bm
 from .benchkit import COMPILE, EAGER, Case, register
 
 PATCHED, PATCHED_COMPILE = "genkernels.patch", "genkernels.patch+compile"
 NAMES = [EAGER, COMPILE, PATCHED, PATCHED_COMPILE]
 
-# SD 1.5's UNet (4 levels, 2 ResNets a level, 8 heads, 768-d text) at 1/5 of its width, its VAE at 1/4
-UNET_WIDTH = (64, 128, 256, 256)
+# SD 1.5's VAE at 1/4 of its width; the pipeline's UNet (4 levels, 2 ResNets a level, 8 heads, 768-d text)
+# and VAE at 1/8
 VAE_WIDTH = (32, 64, 128, 128)
 LATENT = 16
 TOKENS, TEXT_DIM = 77, 768
 PIPE_UNET_WIDTH, PIPE_VAE_WIDTH, PIPE_LATENT = (32, 64, 128, 128), (32, 32, 64, 64), 16
 
 
-def sd_unet(width=UNET_WIDTH, latent=LATENT):
+def sd_unet(width, latent=LATENT):
     from diffusers import UNet2DConditionModel
     torch.manual_seed(0)
     return UNet2DConditionModel(sample_size=latent, block_out_channels=width, layers_per_block=2,
@@ -67,13 +68,12 @@ def _no_grad(fn):
 
 
 def _unet_setup(device):
+    """The UNet step of ``--ops unet`` (its config, weights and inputs), diffusers' UNet per impl."""
     def setup(names):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(2, 4, LATENT, LATENT, generator=g).to(device)
-        ctx = torch.randn(2, TOKENS, TEXT_DIM, generator=g).to(device)
-        t = torch.tensor(601)
+        cfg, size, dtype = bm._unet_shape(device, loop=False)
+        x, t, ctx = bm._unet_inputs(cfg, size, device, dtype)
         return {n: _no_grad(lambda m=m: m(x, t, ctx, return_dict=False)[0])
-                for n, m in _variants(sd_unet().to(device), names).items()}
+                for n, m in _variants(bm._diffusers_unet(cfg, device, dtype), names).items()}
     return setup
 
 
@@ -138,14 +138,19 @@ def _param_bytes(model) -> int:
 @register("patch")
 def _patch_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
     """The UNet step and the VAE decode always; the 20-step pipeline call unless quick."""
-    unet_bytes, vae_bytes = _param_bytes(sd_unet()), _param_bytes(sd_vae().decoder)
-    x_bytes = 2 * 4 * LATENT * LATENT * 4
-    info = {"unet_width": list(UNET_WIDTH), "vae_width": list(VAE_WIDTH), "latent": LATENT, "tokens": TOKENS}
+    from diffusers import UNet2DConditionModel
+    cfg, size, dtype = bm._unet_shape(device, loop=False)
+    with torch.device("meta"):
+        unet_bytes = sum(p.numel() for p in UNet2DConditionModel(**cfg).parameters()) * dtype.itemsize
+    vae_bytes = _param_bytes(sd_vae().decoder)
+    x_bytes, unet_x_bytes = 2 * 4 * LATENT * LATENT * 4, 2 * 4 * size * size * dtype.itemsize
+    info = {"vae_width": list(VAE_WIDTH), "latent": LATENT}
+    unet_info = {"unet_width": list(cfg["block_out_channels"]), "latent": size, "tokens": bm.UNET_TOKENS, "batch": 2}
     pipe_info = {"unet_width": list(PIPE_UNET_WIDTH), "vae_width": list(PIPE_VAE_WIDTH), "latent": PIPE_LATENT,
                  "tokens": TOKENS}
     pipe_bytes = 20 * _param_bytes(sd_unet(PIPE_UNET_WIDTH)) + _param_bytes(sd_vae(PIPE_VAE_WIDTH).decoder)
-    out = [Case("patch", "unet_step", torch.float32, "sd15", "fwd", device, unet_bytes, x_bytes,
-                _unet_setup(device), NAMES, dict(info, batch=2)),
+    out = [Case("patch", "unet_step", dtype, "sd15", "fwd", device, unet_bytes, unet_x_bytes,
+                _unet_setup(device), NAMES, unet_info),
            Case("patch", "vae_decode", torch.float32, "sd15", "fwd", device, vae_bytes, x_bytes,
                 _vae_setup(device), NAMES, dict(info, batch=1))]
     if not quick:

@@ -1,5 +1,5 @@
 """Which 1x1 convolutions genkernels.models.onednn runs as F.linear (``_GEMM_ROWS``): every 1x1 convolution
-shape of the ``genkernels bench --ops patch`` UNet step (1/5 width) and of the ``--ops unet`` step (half
+shape of the UNet step ``genkernels bench --ops patch`` had until then (1/5 width) and of the ``--ops unet`` step (half
 width) of diffusers' UNet2DConditionModel (the transformers' proj_in / proj_out, the ResNet blocks'
 shortcuts), recorded with forward pre-hooks; each timed on a channels_last input as oneDNN's convolution on
 a weight reordered once (the path before) and as F.linear over the pixel rows (MKL's GEMM), thread CPU
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genkernels.bench_patch import LATENT, TEXT_DIM, TOKENS, UNET_WIDTH, sd_unet
+from genkernels.bench_patch import LATENT, TEXT_DIM, TOKENS, sd_unet
 from genkernels.models import onednn
-from onednn_linear_rule import HALF_WIDTH, per_step, time_pair
+from onednn_linear_rule import FIFTH_WIDTH, HALF_WIDTH, per_step, time_pair
 
 
 def conv1x1_shapes(width):
@@ -38,7 +38,7 @@ def conv1x1_shapes(width):
 def main(mode: str, reps: int):
     torch.set_num_threads(1)
     print(f"{mode}, load {open('/proc/loadavg').read().split()[:3]}; us per call")
-    for width in (UNET_WIDTH, HALF_WIDTH):
+    for width in (FIFTH_WIDTH, HALF_WIDTH):
         total = collections.Counter()
         for (n, i, o, h, w), calls in sorted(conv1x1_shapes(width).items()):
             torch.manual_seed(0)

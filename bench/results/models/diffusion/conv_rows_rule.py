@@ -1,6 +1,6 @@
 """Up to how many output rows genkernels.models.onednn runs convolutions and linear layers on genkernels'
 ``conv_rows`` kernel (``_FEW_ROWS``): every Conv2d and Linear call of the ``genkernels bench --ops unet``
-UNet step (half width) and the ``--ops patch`` one (1/5 width) of diffusers' UNet2DConditionModel with at
+UNet step (half width) and the 1/5-width one ``--ops patch`` had until then of diffusers' UNet2DConditionModel with at
 most 128 output rows (batch x output pixels; a linear layer's input rows), recorded with forward
 pre-hooks; each timed through onednn's class on its own input, once with conv_rows and once with the
 path before it (oneDNN on a reordered weight, F.linear for 1x1 convolutions and linear layers as
@@ -15,9 +15,9 @@ import sys
 import torch
 from torch import nn
 
-from genkernels.bench_patch import LATENT, TEXT_DIM, TOKENS, UNET_WIDTH, sd_unet
+from genkernels.bench_patch import LATENT, TEXT_DIM, TOKENS, sd_unet
 from genkernels.models import onednn
-from onednn_linear_rule import HALF_WIDTH, per_step, time_pair
+from onednn_linear_rule import FIFTH_WIDTH, HALF_WIDTH, per_step, time_pair
 
 THRESHOLDS = (0, 8, 16, 32, 64, 128)
 
@@ -62,7 +62,7 @@ def main(mode: str, reps: int):
             m(x)
         return f
 
-    for width in (UNET_WIDTH, HALF_WIDTH):
+    for width in (FIFTH_WIDTH, HALF_WIDTH):
         total = collections.Counter()
         for (kind, rows, i, o, k, s, shape), (calls, m, x) in sorted(calls_of(width).items()):
             with torch.no_grad():

@@ -1,8 +1,9 @@
-"""Which linear layers genkernels.models.onednn swaps (``left_reason``): every linear layer shape of the
-``genkernels bench --ops patch`` UNet step (diffusers' UNet2DConditionModel, SD 1.5's architecture at 1/5
-width) and of the ``--ops unet`` step (half width), recorded with forward pre-hooks; each timed as
-nn.Linear (F.linear: MKL's GEMM, the weight packed per call) and as onednn.Linear (oneDNN on a weight
-reordered once), thread CPU time, one thread. Hot: blocks of repeated calls, impls interleaved. Cold: one
+"""Which linear layers genkernels.models.onednn runs on oneDNN beyond conv_rows' rows
+(``_linear_keeps_torch``; before conv_rows: which it swapped, ``left_reason``): every linear layer shape of
+the UNet step ``genkernels bench --ops patch`` had until then (diffusers' UNet2DConditionModel, SD 1.5's
+architecture at 1/5 width) and of the ``--ops unet`` step (half width), recorded with forward pre-hooks;
+each timed as nn.Linear (F.linear: MKL's GEMM, the weight packed per call) and as oneDNN's linear on a
+weight reordered once, thread CPU time, one thread. Hot: blocks of repeated calls, impls interleaved. Cold: one
 call at a time after writing a 64 MB buffer (weights out of the 32 MB L3, as in a whole step). Prints per
 shape torch/oneDNN and, per step (calls x time), all torch, all oneDNN, the committed rule and the rule
 before it (oneDNN for at most 64 rows or 4x wider out than in).
@@ -17,10 +18,11 @@ import time
 import torch
 from torch import nn
 
-from genkernels.bench_patch import LATENT, TEXT_DIM, TOKENS, UNET_WIDTH, sd_unet
+from genkernels.bench_patch import LATENT, TEXT_DIM, TOKENS, sd_unet
 from genkernels.models import onednn
 
-HALF_WIDTH = (160, 320, 640, 640)
+# the ``--ops patch`` step's UNet was at 1/5 width when these rules were measured (now it is the --ops unet step)
+FIFTH_WIDTH, HALF_WIDTH = (64, 128, 256, 256), (160, 320, 640, 640)
 
 
 def linear_shapes(width):
@@ -63,18 +65,18 @@ def per_step(total: collections.Counter, calls: int, ta: float, tb: float, rules
 def main(mode: str, reps: int):
     torch.set_num_threads(1)
     print(f"{mode}, load {open('/proc/loadavg').read().split()[:3]}; us per call")
-    for width in (UNET_WIDTH, HALF_WIDTH):
+    for width in (FIFTH_WIDTH, HALF_WIDTH):
         total = collections.Counter()
         for (n, i, o, bias), calls in sorted(linear_shapes(width).items()):
             torch.manual_seed(0)
             plain = nn.Linear(i, o, bias=bias)
-            fast = nn.Linear(i, o, bias=bias)
-            fast.load_state_dict(plain.state_dict())
-            fast.__class__ = onednn.Linear
+            w = torch.ops.mkldnn._reorder_linear_weight(plain.weight.detach(), n)
+            b = plain.bias.detach() if bias else None
             x = torch.randn(n, i)
             with torch.no_grad():
-                ta, tb = time_pair(mode, lambda: plain(x), lambda: fast(x), n * i * o, reps)
-            swapped = onednn.left_reason(nn.Linear(i, o)) is None
+                ta, tb = time_pair(mode, lambda: plain(x), lambda: torch.ops.mkldnn._linear_pointwise(
+                    x, w, b, "none", [], ""), n * i * o, reps)
+            swapped = not onednn._linear_keeps_torch(plain)
             before = n <= 64 or o >= 4 * i
             per_step(total, calls, ta, tb, (("torch", False), ("oneDNN", True), ("committed rule", swapped),
                                             ("rule before", before)))

@@ -1,37 +1,25 @@
 """Thread CPU time (``time.thread_time``: time the process is descheduled on a loaded machine is not
 counted) of the ``genkernels bench --ops unet`` cases (genkernels/bench_models.py), impls interleaved,
 one thread; the step case also with ``genkernels.patch`` of diffusers' UNet (the same weights).
-``patch_step``: the UNet step of ``genkernels bench --ops patch`` (genkernels/bench_patch.py, 1/5 width),
-diffusers eager vs patched (with ``compile``: also torch.compile of each).
+``patch_step``: the UNet step of ``genkernels bench --ops patch`` (genkernels/bench_patch.py: the same step, at
+1/5 width before 2026-11-30), diffusers eager vs patched (with ``compile``: also torch.compile of each).
 
     OMP_NUM_THREADS=1 python bench/results/models/diffusion/thread_time.py step|loop|decode|patch_step ROUNDS [compile]
 
 Prints each impl's median, interquartile range (% of the median), diffusers-eager/impl ratio of the medians
 and the median of the per-round ratios (each round times every impl back to back, so a slow stretch of a
 shared machine weighs on both sides of a round's ratio)."""
-import copy
 import statistics
 import sys
 import time
 
 import torch
 
-import genkernels
 from genkernels import bench_models as bm
 from genkernels import bench_patch as bp
-from genkernels.benchkit import COMPILE, EAGER, make_pass, steady_cpu_allocator
+from genkernels.benchkit import COMPILE, EAGER, steady_cpu_allocator
 
 OURS = "genkernels[cpu]"
-
-
-def patched_step():
-    """diffusers' UNet of the step case, patched (a copy; the same weights)."""
-    cfg, size, dtype = bm._unet_shape(torch.device("cpu"), loop=False)
-    theirs, _ = bm._unet_pair(cfg, "cpu", dtype)
-    x, t, ctx = bm._unet_inputs(cfg, size, "cpu", dtype)
-    patched = copy.deepcopy(theirs)
-    genkernels.patch(patched)
-    return make_pass(lambda a, b, c: patched(a, b, c).sample, [x, t, ctx])
 
 
 def main(case: str, rounds: int, with_compile: bool):
@@ -43,8 +31,8 @@ def main(case: str, rounds: int, with_compile: bool):
     else:
         setup = {"step": bm._unet_step_setup, "loop": bm._unet_loop_setup, "decode": bm._vae_decode_setup}[case]
         fns = setup(torch.device("cpu"))([EAGER, OURS] + ([COMPILE] if with_compile else []))
-    if case == "step":
-        fns["genkernels.patch"] = patched_step()
+    if case == "step":   # the patch benchmark's step is this one
+        fns.update(bp._unet_setup(torch.device("cpu"))([bp.PATCHED]))
     for f in fns.values():   # warm-up (torch.compile compiles here)
         f()
     times = {k: [] for k in fns}
