@@ -143,7 +143,10 @@ void conv_rows(const Flat& f, int threads) {
       }
     }
   const std::int64_t tasks = (a.N + kTaskRows - 1) / kTaskRows;
-  parallel_for(tasks, threads_for(M * a.N * std::max<std::int64_t>(T * a.C, 1) / 64, threads), [&](std::int64_t t) {
+  // the multiply-adds, in doubles (M * N * T * C may exceed int64), as elements of a memory-bound loop
+  const double work = double(M) * double(a.N) * double(std::max<std::int64_t>(T * a.C, 1)) / 64;
+  const int used = threads_for(std::int64_t(std::min(work, 1e15)), threads);
+  parallel_for(tasks, used, [&](std::int64_t t) {
     const std::int64_t n0 = t * kTaskRows, n1 = std::min(a.N, n0 + kTaskRows);
     for (std::int64_t m = 0; m < M; ++m) {
       float* yr = a.y + m * a.N;

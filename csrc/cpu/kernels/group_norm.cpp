@@ -410,6 +410,18 @@ struct FwdView {
 // with per-element coefficients: a loop per row would cost more in setup than its elements.
 constexpr std::int64_t kShortRow = 64;
 
+// A run's per-element coefficients: coef(q, a, b) sets row q's two, copied to its HW elements of
+// `a_out` and `b_out` (b_out may be null: one coefficient).
+template <class A, class F>
+static inline void spread(std::int64_t rows, std::int64_t HW, A* a_out, A* b_out, F coef) {
+  for (std::int64_t q = 0; q < rows; ++q) {
+    A a = A(0), b = A(0);
+    coef(q, a, b);
+    std::fill(a_out + q * HW, a_out + (q + 1) * HW, a);
+    if (b_out) std::fill(b_out + q * HW, b_out + (q + 1) * HW, b);
+  }
+}
+
 template <bool SILU, class T>
 void fwd_cf(const NormFwdArgs& p, int threads) {
   using A = acc_t<T>;
@@ -443,11 +455,9 @@ void fwd_cf(const NormFwdArgs& p, int threads) {
       std::fill(me, me + std::min(group, kBlock), m);
       for (std::int64_t c = 0; c < Cg; c += run) {
         const std::int64_t ce = std::min(Cg, c + run);
-        for (std::int64_t k = c; k < ce; ++k) {
-          v.affine(n * s.C + c0 + k, c0 + k, rstd[ng], a, bb);
-          std::fill(ae + (k - c) * HW, ae + (k - c + 1) * HW, a);
-          std::fill(be + (k - c) * HW, be + (k - c + 1) * HW, bb);
-        }
+        spread(ce - c, HW, ae, be, [&](std::int64_t q, A& aq, A& bq) {
+          v.affine(n * s.C + c0 + c + q, c0 + c + q, rstd[ng], aq, bq);
+        });
         apply_coeffs_row<SILU>(xg + c * HW, yg + c * HW, me, ae, be, (ce - c) * HW);
       }
     }
@@ -626,10 +636,10 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
         std::fill(me, me + std::min(group, kBlock), m);
         for (std::int64_t c = 0; c < Cg; c += run) {
           const std::int64_t ce = std::min(Cg, c + run), e = (ce - c) * HW;
-          for (std::int64_t q = c; q < ce; ++q) {
-            std::fill(ae + (q - c) * HW, ae + (q - c + 1) * HW, k.a[nc0 + q]);
-            std::fill(be + (q - c) * HW, be + (q - c + 1) * HW, k.bb[nc0 + q]);
-          }
+          spread(ce - c, HW, ae, be, [&](std::int64_t q, A& aq, A& bq) {
+            aq = k.a[nc0 + c + q];
+            bq = k.bb[nc0 + c + q];
+          });
           std::fill(d1, d1 + e, A(0));
           std::fill(d2, d2 + e, A(0));
           cl_dz_sums_row<SILU>(x + (nc0 + c) * HW, dy + (nc0 + c) * HW, me, ae, be, d1, d2, e);
@@ -654,7 +664,7 @@ void bwd_cf(const NormBwdArgs& p, int threads) {
       } else {
         for (std::int64_t c = 0; c < Cg; c += run) {
           const std::int64_t ce = std::min(Cg, c + run), e = (ce - c) * HW;
-          for (std::int64_t q = c; q < ce; ++q) std::fill(ae + (q - c) * HW, ae + (q - c + 1) * HW, r * k.gamma[nc0 + q]);
+          spread(ce - c, HW, ae, static_cast<A*>(nullptr), [&](std::int64_t q, A& aq, A&) { aq = r * k.gamma[nc0 + c + q]; });
           const T* xr = x + (nc0 + c) * HW;
           T* dxr = dx + (nc0 + c) * HW;
           if (SILU) dx_scalar(xr, dz + c * HW, dxr, 0, e, m, static_cast<const A*>(ae), c_x, c0);
