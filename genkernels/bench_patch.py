@@ -154,10 +154,7 @@ def _patch_cases(device: torch.device, quick: bool, reference: bool) -> List[Cas
            Case("patch", "vae_decode", torch.float32, "sd15", "fwd", device, vae_bytes, x_bytes,
                 _vae_setup(device), NAMES, dict(info, batch=1))]
     if not quick:
-        # CPU: eager vs patched only (compiling two pipelines' UNet and decoder kept the full run from
-        # finishing on a shared 2-core machine); the step and the decode have all four impls
-        names = [EAGER, PATCHED] if device.type == "cpu" else NAMES
         out.append(Case("patch", "pipeline_20_steps", torch.float32, "sd15", "fwd", device,
-                        pipe_bytes, x_bytes, _pipeline_setup(device, 20), names,
+                        pipe_bytes, x_bytes, _pipeline_setup(device, 20), NAMES,
                         dict(pipe_info, batch=1, steps=20, guidance_scale=7.5)))
     return out

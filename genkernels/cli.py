@@ -144,7 +144,7 @@ def _bench(args) -> int:
     print("\ncopy = dst.copy_(src) of the case's input size, read+write counted; %roof = the larger of "
           "bytes at copy bandwidth and (mm) FLOPs at the matmul rate "
           f"{meta['matmul_gflops'] or '-'} GFLOP/s, over the time; speedups are median-time ratios "
-          f"within this run; {meta['elapsed_s']} s")
+          f"within this run [in brackets: the median of the ratios within each round]; {meta['elapsed_s']} s")
     if allocator:
         print(allocator)
     err = gb.write_chart(png_path, meta, rows)

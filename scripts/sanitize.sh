@@ -2,7 +2,8 @@
 # AddressSanitizer + UBSan run: builds genkernels._C and _C_cuemu with GENKERNELS_SANITIZE=address,undefined
 # (setup.py: only the instruction set this machine runs, plus base; written to build/sanitize-<tag>/, never
 # over the normal modules), then runs under them the fuzz suite (hypothesis profile "ci"), the
-# native-boundary tests and the thread tests. Needs the normal build (scripts/setup.sh) first.
+# native-boundary tests, the thread tests and conv_rows' tests (every tail of its blocking). Needs the
+# normal build (scripts/setup.sh) first.
 #   GENKERNELS_SANITIZE   sanitizers (default address,undefined)
 # Extra arguments go to pytest (e.g. -k attention).
 set -euo pipefail
@@ -64,5 +65,5 @@ fi
 echo "canary: $(grep -m1 "ERROR: AddressSanitizer" <<<"$canary")"
 
 # --capture=sys: a sanitizer report (written to fd 2 as the process aborts) reaches the log
-python -m pytest tests/test_fuzz.py tests/test_bad_inputs.py tests/test_threads.py -q -p no:cacheprovider \
+python -m pytest tests/test_fuzz.py tests/test_bad_inputs.py tests/test_threads.py tests/test_conv_rows.py -q -p no:cacheprovider \
   --capture=sys "$@"

@@ -43,6 +43,28 @@ def test_table_shows_peak_memory_and_failures():
     assert "2.00x" in table  # genkernels vs eager
 
 
+def test_bench_rows_carry_the_per_round_ratios(monkeypatch):
+    """bench_impls gives, beside the ratio of medians, the median of the per-round ratios: rounds where a
+    shared machine slowed both impls alike do not move it, and the table shows it in brackets."""
+    from genkernels.benchkit import timing
+
+    def sample(fn, device, inner):   # an impl's next scripted time (the copy mark: 1 ms)
+        t = fn()
+        return t if isinstance(t, float) else 1e-3
+
+    monkeypatch.setattr(timing, "_sample", sample)
+    scripted = lambda times: iter(times).__next__   # noqa: E731
+    eager = scripted([2.0] * 3 + [2.0, 2.0, 6.0, 6.0, 6.0, 2.0, 2.0])   # 3 warm-up calls, then 7 rounds
+    ours = scripted([1.0] * 3 + [1.0, 1.0, 3.0, 3.0, 3.0, 3.0, 3.0])    # rounds 3-5 slow for both
+    rows = gb.bench_impls({gb.EAGER: eager, "genkernels[cpu]": ours}, 10**6, "cpu", budget_s=1e-9)
+    row = next(r for r in rows if r["impl"] == "genkernels[cpu]")
+    assert row["speedup_vs_eager"] == pytest.approx(2.0 / 3.0)   # medians 2 s and 3 s
+    assert row["paired_vs_eager"] == pytest.approx(2.0)          # 2, 2, 2, 2, 2, 0.67, 0.67
+    assert row["paired_vs_compile"] is None
+    assert "0.67x [2.00x]" in gb.format_table(rows)
+    assert timing.paired_speedup(gb.Timing.of([1.0, 2.0], 1), gb.Timing.of([1.0], 1)) is None   # other rounds
+
+
 def _mmapped_bytes():
     """glibc's bytes in mmapped blocks (mallinfo2().hblkhd), or None without mallinfo2."""
     import ctypes

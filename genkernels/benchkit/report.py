@@ -23,9 +23,17 @@ def _roof(r: dict) -> str:
     return _fmt(r.get("pct_roofline"), ".0f", "%" + mark)
 
 
+def _speedup(r: dict, ref: str) -> str:
+    """"1.27x [1.31x]": the ratio of medians, and in brackets the median of the per-round ratios."""
+    text = _fmt(r.get(f"speedup_vs_{ref}"), ".2f", "x")
+    paired = r.get(f"paired_vs_{ref}")
+    return text if paired is None or text == "-" else f"{text} [{paired:.2f}x]"
+
+
 def format_table(rows: List[dict]) -> str:
     """Plain-text table: case, impl, median, GB/s, % of copy, % of the roofline (`mm`: the matmul
-    FLOP rate bounds it), speedups vs eager and compile."""
+    FLOP rate bounds it), speedups vs eager and compile (ratios of medians; in brackets the medians of
+    the per-round ratios)."""
     head = ["case", "impl", "median", "IQR", "GB/s", "%copy", "%roof", "copy GB/s", "vs eager", "vs compile"]
     peak = any(r.get("peak_extra_bytes") is not None for r in rows)
     if peak:
@@ -45,8 +53,7 @@ def format_table(rows: List[dict]) -> str:
         iqr = (100 * (r["q3_s"] - r["q1_s"]) / r["median_s"]) if r.get("q3_s") is not None else None
         lines.append([shown, r["impl"], _fmt_time(r["median_s"]), _fmt(iqr, ".0f", "%"),
                       _fmt(r["gbps"], ".1f"), _fmt(r.get("pct_copy"), ".0f", "%"), _roof(r),
-                      _fmt(r.get("copy_gbps"), ".1f"), _fmt(r.get("speedup_vs_eager"), ".2f", "x"),
-                      _fmt(r.get("speedup_vs_compile"), ".2f", "x")])
+                      _fmt(r.get("copy_gbps"), ".1f"), _speedup(r, "eager"), _speedup(r, "compile")])
         if peak:
             mib = r.get("peak_extra_bytes")
             lines[-1].append(_fmt(None if mib is None else mib / 2**20, ".2f", " MiB"))

@@ -9,7 +9,7 @@ from .cases import Case
 from .impls import COMPILE, EAGER, backend_of
 from .launches import count_launches
 from .memory import peak_extra_bytes
-from .timing import Impl, Timing, copy_bandwidth, cuda_graphed, matmul_flop_rate, measure
+from .timing import Impl, Timing, copy_bandwidth, cuda_graphed, matmul_flop_rate, measure, paired_speedup
 
 _COPY = "\0copy"
 
@@ -91,6 +91,9 @@ def bench_impls(impls: Dict[str, Impl], bytes_moved: int, device, *, copy_bytes:
     flop_rate = matmul_flop_rate(device, flop_dtype) if (info or {}).get("flops") else None
     base = dict(info or {}, timing=timing_mode)
     rows = [result_row(n, t.median, bytes_moved, copy, base, t, flop_rate) for n, t in timings.items()]
+    for row in rows:   # the per-round (paired) ratios beside the ratios of medians
+        for ref, key in ((EAGER, "paired_vs_eager"), (COMPILE, "paired_vs_compile")):
+            row[key] = paired_speedup(timings[ref], timings[row["impl"]]) if ref in timings else None
     rows += [dict(base, impl=n, backend=backend_of(n), error=e) for n, e in errors.items()]
     return add_speedups(rows)
 

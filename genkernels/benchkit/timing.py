@@ -7,7 +7,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -58,12 +58,22 @@ class Timing:
     min: float
     rounds: int
     inner: int
+    samples: Tuple[float, ...] = ()   # per call, one per round in round order (measure: every impl each round)
 
     @classmethod
     def of(cls, samples: Sequence[float], inner: int) -> "Timing":
         s = sorted(samples)
         q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0], s[0], s[0]]
-        return cls(statistics.median(s), q[0], q[2], s[0], len(s), inner)
+        return cls(statistics.median(s), q[0], q[2], s[0], len(s), inner, tuple(samples))
+
+
+def paired_speedup(base: "Timing", t: "Timing") -> Optional[float]:
+    """The median over rounds of base's time / t's time in the same round (None unless both have the same
+    rounds): a slow stretch of a shared machine weighs on both sides of a round's ratio, unlike a ratio of
+    medians."""
+    if not base.samples or len(base.samples) != len(t.samples) or min(t.samples) <= 0:
+        return None
+    return statistics.median(b / x for b, x in zip(base.samples, t.samples))
 
 
 def measure(impls: Dict[str, Impl], device, *, budget_s: float = 1.0, warmup: int = 3,
