@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import List
+from typing import List, Tuple
 
 import torch
 
@@ -212,6 +212,14 @@ def _unet_shape(device, loop: bool):
     return cfg, 8 if loop else 16, torch.float32
 
 
+def _unet_bytes(cfg, size, dtype) -> Tuple[int, int]:
+    """(bytes of the UNet's weights, bytes of a batch-2 latent input) of the cases' UNet."""
+    from .models.unet import UNet, UNetConfig
+    with torch.device("meta"):
+        params = sum(p.numel() for p in UNet(UNetConfig(**cfg)).parameters()) * dtype.itemsize
+    return params, 2 * cfg["in_channels"] * size * size * dtype.itemsize
+
+
 def _diffusers_unet(cfg, device, dtype):
     """diffusers' UNet2DConditionModel of `cfg` with the cases' random weights."""
     from diffusers import UNet2DConditionModel
@@ -331,7 +339,6 @@ def _unet_cases(device: torch.device, quick: bool, reference: bool) -> List[Case
     """SD 1.5's UNet: one denoising step at batch 2 with 77 tokens, and a 20-step DDIM + CFG loop
     (diffusers eager and torch.compile vs genkernels.models.unet per backend); its VAE's decode."""
     from .bench_patch import sd_vae
-    from .models.unet import UNet, UNetConfig
     out = []
     # On the CPU the loop and the decode time diffusers eager against ours only (no torch.compile, no
     # reference): with every impl the full run did not finish on a shared 2-core machine; the step has all.
@@ -339,9 +346,7 @@ def _unet_cases(device: torch.device, quick: bool, reference: bool) -> List[Case
     few = [EAGER] + fused if device.type == "cpu" else impl_names(device, reference=True)
     for loop in ((False,) if quick else (False, True)):
         cfg, size, dtype = _unet_shape(device, loop)
-        with torch.device("meta"):
-            params = sum(p.numel() for p in UNet(UNetConfig(**cfg)).parameters()) * dtype.itemsize
-        x_bytes = 2 * cfg["in_channels"] * size * size * dtype.itemsize
+        params, x_bytes = _unet_bytes(cfg, size, dtype)
         width = "x".join(map(str, cfg["block_out_channels"]))
         if loop:
             out.append(Case("unet", f"ddim_cfg_{UNET_STEPS}steps_1x4x{size}x{size}", dtype, f"width {width}", "fwd",

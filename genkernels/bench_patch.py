@@ -138,12 +138,10 @@ def _param_bytes(model) -> int:
 @register("patch")
 def _patch_cases(device: torch.device, quick: bool, reference: bool) -> List[Case]:
     """The UNet step and the VAE decode always; the 20-step pipeline call unless quick."""
-    from diffusers import UNet2DConditionModel
     cfg, size, dtype = bm._unet_shape(device, loop=False)
-    with torch.device("meta"):
-        unet_bytes = sum(p.numel() for p in UNet2DConditionModel(**cfg).parameters()) * dtype.itemsize
+    unet_bytes, unet_x_bytes = bm._unet_bytes(cfg, size, dtype)
     vae_bytes = _param_bytes(sd_vae().decoder)
-    x_bytes, unet_x_bytes = 2 * 4 * LATENT * LATENT * 4, 2 * 4 * size * size * dtype.itemsize
+    x_bytes = 2 * 4 * LATENT * LATENT * 4
     info = {"vae_width": list(VAE_WIDTH), "latent": LATENT}
     unet_info = {"unet_width": list(cfg["block_out_channels"]), "latent": size, "tokens": bm.UNET_TOKENS, "batch": 2}
     pipe_info = {"unet_width": list(PIPE_UNET_WIDTH), "vae_width": list(PIPE_VAE_WIDTH), "latent": PIPE_LATENT,

@@ -30,7 +30,6 @@ namespace GK_ISA {
 namespace {
 
 typedef float Vec __attribute__((vector_size(GK_CR_VBYTES)));
-typedef float Vec4 __attribute__((vector_size(16)));
 constexpr int kVL = GK_CR_VBYTES / 4;
 // MR rows x NR weight rows of accumulators: 12 of the 16 AVX2 registers (each k step loads NR weight
 // vectors and MR row vectors for MR * NR FMAs); AVX-512's 32 registers take twice the weight rows.
@@ -42,22 +41,11 @@ static inline Vec loadv(const float* p) { Vec v; std::memcpy(&v, p, sizeof v); r
 
 // The sum of v's lanes: halves added down to 4 lanes, then a pairwise sum.
 static inline float lane_sum(Vec v) {
-#if GK_CR_VBYTES == 64
-  typedef float Vec8 __attribute__((vector_size(32)));
-  Vec8 a, b;
-  std::memcpy(&a, &v, 32); std::memcpy(&b, reinterpret_cast<const char*>(&v) + 32, 32);
-  const Vec8 h = a + b;
-#else
-  const Vec h = v;
-#endif
-#if GK_CR_VBYTES >= 32
-  Vec4 lo, hi;
-  std::memcpy(&lo, &h, 16); std::memcpy(&hi, reinterpret_cast<const char*>(&h) + 16, 16);
-  const Vec4 q = lo + hi;
-#else
-  const Vec4 q = h;
-#endif
-  return (q[0] + q[2]) + (q[1] + q[3]);
+  float t[kVL];
+  std::memcpy(t, &v, sizeof v);
+  for (int n = kVL / 2; n >= 4; n /= 2)
+    for (int l = 0; l < n; ++l) t[l] += t[l + n];
+  return (t[0] + t[2]) + (t[1] + t[3]);
 }
 
 struct Row {
